@@ -1,0 +1,63 @@
+"""Kernel families and the choice among them by compute capability.
+
+A family is one kernel source in kernels_cu/ plus its host half in
+cugroupgemm/families/ (same stem): which GPUs it runs on, the exact target it is
+compiled for there, its heuristics, and the instances CI compiles and disassembles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import env
+from .build import KernelSpec
+from .device import DeviceInfo
+from .errors import UnsupportedDeviceError
+from .launch import LaunchPlan
+from .problem import Problem
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    source: str  # file under kernels_cu/
+    check_targets: tuple[str, ...]  # targets CI compiles for
+    tensor_core_sass: dict[str, str]  # target -> regex the disassembly must match
+    runs_on: Callable[[DeviceInfo], bool]
+    target_for: Callable[[DeviceInfo], str]
+    plan: Callable[[Problem, DeviceInfo], LaunchPlan]
+    check_specs: Callable[[str], list[KernelSpec]]  # representative instances per target
+    validated_archs: tuple[int, ...]  # SM numbers it has been run and checked on
+
+
+def families() -> dict[str, Family]:
+    from .families import portable
+
+    return {family.name: family for family in (portable.FAMILY,)}
+
+
+# Preference order: the fastest family that runs on the device wins.
+PREFERENCE = ("sm100", "sm90", "portable")
+
+
+def choose_family(info: DeviceInfo, forced: str | None = None) -> Family:
+    """The family for ``info``; ``forced`` (or CUGROUPGEMM_KERNEL) overrides the choice."""
+    known = families()
+    forced = forced or env.forced_family()
+    if forced:
+        family = known.get(forced)
+        if family is None:
+            raise UnsupportedDeviceError(
+                f"CUGROUPGEMM_KERNEL={forced!r}: expected one of {', '.join(sorted(known))}")
+        if not family.runs_on(info):
+            raise UnsupportedDeviceError(
+                f"CUGROUPGEMM_KERNEL={forced!r}: the {forced} family cannot run on "
+                f"{info.name} (compute capability {info.cc[0]}.{info.cc[1]})")
+        return family
+    for name in PREFERENCE:
+        if name in known and known[name].runs_on(info):
+            return known[name]
+    raise UnsupportedDeviceError(
+        f"cugroupgemm needs compute capability 8.0 or newer; {info.name} (device "
+        f"{info.device_id}) has {info.cc[0]}.{info.cc[1]}")

@@ -1,0 +1,59 @@
+"""The host/kernel boundary: the params struct, the launch plan and the launch itself."""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+from .build import KernelSpec, load_kernel
+from .dlpack import TensorView
+from .problem import Problem
+
+
+class GemmParams(ctypes.Structure):
+    """Mirror of ``struct MaskedGemmParams`` (kernels_cu/common/params.cuh), field by field."""
+
+    _fields_ = [("a", ctypes.c_void_p), ("b", ctypes.c_void_p),
+                ("a_scale", ctypes.c_void_p), ("b_scale", ctypes.c_void_p),
+                ("masked_m", ctypes.c_void_p), ("out", ctypes.c_void_p),
+                ("a_stride_g", ctypes.c_int64), ("a_stride_m", ctypes.c_int64),
+                ("b_stride_g", ctypes.c_int64), ("b_stride_n", ctypes.c_int64),
+                ("as_stride_g", ctypes.c_int64), ("as_stride_m", ctypes.c_int64),
+                ("as_stride_k", ctypes.c_int64),
+                ("bs_stride_g", ctypes.c_int64), ("bs_stride_n", ctypes.c_int64),
+                ("bs_stride_k", ctypes.c_int64),
+                ("out_stride_g", ctypes.c_int64), ("out_stride_m", ctypes.c_int64),
+                ("num_groups", ctypes.c_int32), ("m", ctypes.c_int32),
+                ("n", ctypes.c_int32), ("k", ctypes.c_int32)]
+
+
+def gemm_params(problem: Problem, a: TensorView, b: TensorView, a_scale: TensorView,
+                b_scale: TensorView, masked_m: TensorView, out: TensorView) -> GemmParams:
+    return GemmParams(a.ptr, b.ptr, a_scale.ptr, b_scale.ptr, masked_m.ptr, out.ptr,
+                      a.strides[0], a.strides[1], b.strides[0], b.strides[1],
+                      *a_scale.strides, *b_scale.strides, out.strides[0], out.strides[1],
+                      problem.num_groups, problem.m, problem.n, problem.k)
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Which kernel to run and how: made by a family from a problem and a device."""
+
+    spec: KernelSpec
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    smem_bytes: int
+    config: object  # the family's frozen config dataclass, for printing and tests
+
+
+def launch(plan: LaunchPlan, device_id: int, stream: int, params: ctypes.Structure):
+    """Launch ``plan`` with one by-value struct argument on ``stream`` (raises on failure)."""
+    import cupy
+    from cupy.cuda import driver
+
+    kernel = load_kernel(plan.spec, device_id)
+    kernel.allow_dynamic_smem(plan.smem_bytes)
+    arguments = (ctypes.c_void_p * 1)(ctypes.addressof(params))
+    with cupy.cuda.Device(device_id):
+        driver.launchKernel(kernel.handle, *plan.grid, *plan.block, plan.smem_bytes, stream,
+                            ctypes.addressof(arguments), 0)

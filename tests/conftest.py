@@ -1,0 +1,59 @@
+"""Shared fixtures: the gpu marker's skip, fake device arrays, and input generators."""
+
+from __future__ import annotations
+
+import pytest
+
+from cugroupgemm import device, dlpack, dtypes
+
+HAS_GPU = device.gpu_count() > 0
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_GPU:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+class FakeCudaArray:
+    """A DLPack producer that claims a CUDA array at a fake address (never dereferenced).
+
+    Lets validation and intake be tested on a machine without a GPU.
+    """
+
+    __module__ = "fakeframework"
+
+    def __init__(self, shape, dtype=dtypes.FLOAT8_E4M3FN, strides=None, ptr=0x7F0000000000,
+                 device_id=0, device_type=dlpack.KDL_CUDA, readonly=False):
+        self._export = dlpack.Export(ptr, shape, dtype, device_id, keepalive=None,
+                                     device_type=device_type, strides=strides)
+        self.readonly = readonly
+        self.shape = tuple(shape)
+
+    def __dlpack_device__(self):
+        return self._export.__dlpack_device__()
+
+    def __dlpack__(self, *, stream=None, max_version=None, **_):
+        if not self.readonly:
+            return self._export.__dlpack__(stream=stream, max_version=max_version)
+        capsule = self._export.__dlpack__(stream=stream, max_version=(1, 1))
+        address = dlpack._capsule_get_pointer(capsule, b"dltensor_versioned")
+        dlpack.DLManagedTensorVersioned.from_address(address).flags = 1  # DLPACK_FLAG_READ_ONLY
+        return capsule
+
+
+def fake_gemm_args(groups=2, m=64, n=256, k=512, **overrides):
+    """Valid fake GEMM arguments; override any of them by name."""
+    args = dict(
+        a=FakeCudaArray((groups, m, k)),
+        b=FakeCudaArray((groups, n, k)),
+        a_scale=FakeCudaArray((groups, m, k // 128), dtypes.FLOAT32),
+        b_scale=FakeCudaArray((groups, -(-n // 128), k // 128), dtypes.FLOAT32),
+        masked_m=FakeCudaArray((groups,), dtypes.INT32),
+        expected_m=min(m, 16),
+    )
+    args.update(overrides)
+    return args

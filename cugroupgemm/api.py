@@ -56,9 +56,11 @@ def batch_deepgemm_fp8_nt_groupwise(a, b, a_scale, b_scale, masked_m, expected_m
     if env.print_config():
         print(f"cugroupgemm: {family.name} {plan.spec.expression} for {plan.spec.target} "
               f"grid={plan.grid} block={plan.block} smem={plan.smem_bytes} {problem}")
+    views["out"] = out_view
     params = gemm_params(problem, views["a"], views["b"], views["a_scale"], views["b_scale"],
                          views["masked_m"], out_view)
-    launch(plan, context.device_id, context.stream, params)
+    launch(plan, context.device_id, context.stream, params,
+           *family.extra_arguments(plan, views))
     return result
 
 

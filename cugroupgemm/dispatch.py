@@ -13,6 +13,7 @@ from typing import Callable
 from . import env
 from .build import KernelSpec
 from .device import DeviceInfo
+from .dlpack import TensorView
 from .errors import UnsupportedDeviceError
 from .launch import LaunchPlan
 from .problem import Problem
@@ -29,6 +30,9 @@ class Family:
     plan: Callable[[Problem, DeviceInfo], LaunchPlan]
     check_specs: Callable[[str], list[KernelSpec]]  # representative instances per target
     validated_archs: tuple[int, ...]  # SM numbers it has been run and checked on
+    # Kernel arguments after the params struct (e.g. TMA descriptors), from the plan and
+    # the argument views ("a", "b", "a_scale", "b_scale", "masked_m", "out").
+    extra_arguments: Callable[[LaunchPlan, dict[str, TensorView]], tuple] = lambda plan, views: ()
 
 
 def families() -> dict[str, Family]:

@@ -46,14 +46,18 @@ class LaunchPlan:
     config: object  # the family's frozen config dataclass, for printing and tests
 
 
-def launch(plan: LaunchPlan, device_id: int, stream: int, params: ctypes.Structure):
-    """Launch ``plan`` with one by-value struct argument on ``stream`` (raises on failure)."""
+def launch(plan: LaunchPlan, device_id: int, stream: int, *arguments: ctypes._CData):
+    """Launch ``plan`` on ``stream`` with by-value ctypes arguments (raises on failure).
+
+    Each argument is a ctypes object whose bytes are the kernel parameter: the params
+    struct, and for TMA kernels the 64-byte aligned tensor maps that follow it.
+    """
     import cupy
     from cupy.cuda import driver
 
     kernel = load_kernel(plan.spec, device_id)
     kernel.allow_dynamic_smem(plan.smem_bytes)
-    arguments = (ctypes.c_void_p * 1)(ctypes.addressof(params))
+    pointers = (ctypes.c_void_p * len(arguments))(*(ctypes.addressof(a) for a in arguments))
     with cupy.cuda.Device(device_id):
         driver.launchKernel(kernel.handle, *plan.grid, *plan.block, plan.smem_bytes, stream,
-                            ctypes.addressof(arguments), 0)
+                            ctypes.addressof(pointers), 0)

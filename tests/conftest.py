@@ -57,3 +57,15 @@ def fake_gemm_args(groups=2, m=64, n=256, k=512, **overrides):
     )
     args.update(overrides)
     return args
+
+
+import os  # noqa: E402
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX shares the GPU here
+
+from cugroupgemm.testing import (  # noqa: E402, F401 - shared by the test modules
+    assert_close_to_reference,
+    make_gemm_inputs,
+    reference_gpu,
+    to_cupy_float64,
+)

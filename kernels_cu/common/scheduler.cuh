@@ -1,0 +1,54 @@
+// The masked persistent tile scheduler: a deterministic walk that every role of a CTA
+// (TMA producer, each consumer warpgroup) replays on its own, so they agree on the
+// sequence of tiles without talking to each other.
+//
+// Tiles are numbered in the order (group, m tile, n tile), n fastest, counting only the
+// m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to CTA t % gridDim.x.
+// Consecutive tiles share their a rows (n fastest), so co-running CTAs reuse a from L2.
+#pragma once
+#include "common/sm90_ptx.cuh"
+#include "common/types.cuh"
+
+struct MaskedTile {
+  i32 group;
+  i32 m0;          // first row of the tile
+  i32 n0;          // first column of the tile
+  i32 rows_valid;  // clamp(masked_m[group], 0, m): rows at or past it are never written
+};
+
+template <int BLOCK_M, int BLOCK_N>
+struct MaskedTileScheduler {
+  const i32* masked_m;
+  i32 num_groups, m, n_tiles;
+  i32 group = -1;
+  i32 rows_valid = 0;
+  i64 group_base = 0;   // index of the current group's first tile
+  i64 group_tiles = 0;  // tiles of the current group
+  i64 next;             // the next tile index this CTA owns
+  i64 step;
+
+  __device__ MaskedTileScheduler(const i32* masked_m_, i32 num_groups_, i32 m_, i32 n_)
+      : masked_m(masked_m_), num_groups(num_groups_), m(m_),
+        n_tiles((n_ + BLOCK_N - 1) / BLOCK_N), next(blockIdx.x), step(gridDim.x) {}
+
+  // The next tile of this CTA; false when none is left.
+  __device__ bool next_tile(MaskedTile& tile) {
+    while (next >= group_base + group_tiles) {
+      group_base += group_tiles;
+      ++group;
+      if (group >= num_groups) return false;
+      i32 rows = sm90::ld_global_i32(masked_m + group);
+      rows = rows < 0 ? 0 : (rows > m ? m : rows);
+      rows_valid = rows;
+      group_tiles = ((static_cast<i64>(rows) + BLOCK_M - 1) / BLOCK_M) * n_tiles;
+    }
+    const i64 local = next - group_base;
+    const i64 m_tile = local / n_tiles;
+    tile.group = group;
+    tile.m0 = static_cast<i32>(m_tile * BLOCK_M);
+    tile.n0 = static_cast<i32>((local - m_tile * n_tiles) * BLOCK_N);
+    tile.rows_valid = rows_valid;
+    next += step;
+    return true;
+  }
+};

@@ -1,0 +1,69 @@
+"""Framework recognition and stream handles, without importing any framework."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import FakeCudaArray
+
+from cugroupgemm import frameworks, intake
+from cugroupgemm.errors import ArgumentTypeError, ArgumentValueError
+
+
+class CudaStreamProtocol:
+    def __cuda_stream__(self):
+        return (0, 1234)
+
+
+class TorchLikeStream:
+    cuda_stream = 99
+
+
+class CupyLikeStream:
+    ptr = 77
+
+
+@pytest.mark.parametrize("stream, handle", [(5, 5), (CudaStreamProtocol(), 1234),
+                                            (TorchLikeStream(), 99), (CupyLikeStream(), 77)])
+def test_stream_handles(stream, handle):
+    assert frameworks.stream_handle(stream) == handle
+
+
+@pytest.mark.parametrize("bad", [True, "stream", 1.5])
+def test_bad_stream_is_a_type_error(bad):
+    with pytest.raises(ArgumentTypeError, match=r"^stream: expected an int handle"):
+        frameworks.stream_handle(bad)
+
+
+def test_dlpack_stream_never_zero():
+    assert frameworks.for_dlpack(0) == 1 and frameworks.for_dlpack(42) == 42
+
+
+def test_framework_is_the_module_of_the_array_type():
+    assert frameworks.framework_of(FakeCudaArray((1,))) == "fakeframework"
+
+    class JaxlibArray:
+        __module__ = "jaxlib.xla_extension"
+
+    assert frameworks.framework_of(JaxlibArray()) == "jax"
+
+
+def test_call_context_with_explicit_stream_touches_no_gpu():
+    context = intake.call_context(FakeCudaArray((2, 2), device_id=3), "a", stream=17)
+    assert (context.framework, context.device_id, context.stream) == ("fakeframework", 3, 17)
+
+
+def test_call_context_refuses_cpu_arrays():
+    import numpy as np
+
+    with pytest.raises(ArgumentValueError, match=r"^x: expected an array on a CUDA device, got "
+                                                 r"one on CPU"):
+        intake.call_context(np.zeros(3), "x")
+
+
+def test_importing_cugroupgemm_imports_no_framework():
+    code = ("import sys, cugroupgemm, cugroupgemm.bench, cugroupgemm.testing; "
+            "print(sorted(m for m in ('torch', 'jax', 'jaxlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,56 @@
+"""Every kernel compiles for every target its family claims, with the instructions meant.
+
+No GPU needed: NVRTC builds the cubins; nvdisasm (the [test] extra installs it) shows
+the SASS. This is what CI checks for sm_80, sm_89, sm_90a and sm_100a.
+"""
+
+import pytest
+
+from cugroupgemm import dispatch, kernel_report, quantize
+
+GEMM_JOBS = [(family.name, spec, family.tensor_core_sass[target])
+             for family in dispatch.families().values() for target in family.check_targets
+             for spec in family.check_specs(target)]
+QUANT_JOBS = [spec for target in ("sm_80", "sm_89", "sm_90a", "sm_100a")
+              for spec in quantize.check_specs(target)]
+
+
+def _id(job):
+    spec = job[1] if isinstance(job, tuple) else job
+    return f"{spec.target}-{spec.expression.replace(' ', '')}"
+
+
+@pytest.mark.parametrize("job", GEMM_JOBS, ids=_id)
+def test_gemm_kernel_compiles_without_spills_and_uses_tensor_cores(job):
+    _, spec, pattern = job
+    check = kernel_report.check_kernel(spec, pattern)
+    assert check.resources.spill_store_bytes == 0 and check.resources.spill_load_bytes == 0
+    assert check.resources.stack_bytes == 0, check.resources
+    if check.sass is None:
+        pytest.skip("no disassembler installed: SASS not checked")
+    assert check.tensor_core_ok, f"no {pattern!r} in the SASS of {spec.expression}"
+    assert check.local_memory_ops == 0
+
+
+@pytest.mark.parametrize("spec", QUANT_JOBS, ids=_id)
+def test_quantizer_compiles_without_spills(spec):
+    check = kernel_report.check_kernel(spec, "")
+    assert check.resources.spill_store_bytes == 0 and check.resources.spill_load_bytes == 0
+    if check.sass is not None:
+        assert check.local_memory_ops == 0
+
+
+def test_every_claimed_target_is_covered():
+    targets = {spec.target for _, spec, _ in GEMM_JOBS}
+    assert {"sm_80", "sm_89", "sm_90a", "sm_100a"} <= targets
+
+
+def test_check_command_prints_one_line_per_kernel(capsys, tmp_path):
+    from cugroupgemm.__main__ import main
+
+    assert main(["check", "--dump", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(GEMM_JOBS) + len(QUANT_JOBS)} passed, 0 failed" in printed
+    assert "regs" in printed and "spills 0/0 B" in printed
+    if kernel_report.disassembler() is not None:
+        assert any(p.name.startswith("portable-sm_90a-") for p in tmp_path.iterdir())

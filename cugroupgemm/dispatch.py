@@ -36,9 +36,9 @@ class Family:
 
 
 def families() -> dict[str, Family]:
-    from .families import portable
+    from .families import portable, sm90
 
-    return {family.name: family for family in (portable.FAMILY,)}
+    return {family.name: family for family in (portable.FAMILY, sm90.FAMILY)}
 
 
 # Preference order: the fastest family that runs on the device wins.

@@ -163,10 +163,12 @@ def check_out(out: TensorView, problem: Problem):
                                 f"{out.dtype}")
     check_shape(out, "out", (problem.num_groups, problem.m, problem.n), "(groups, m, n)")
     check_non_negative_strides(out, "out")
-    if out.strides[2] != 1 or out.strides[1] % OUT_ROW_ALIGN_ELEMENTS or out.ptr % 16:
+    if (out.strides[2] != 1 or out.strides[1] % OUT_ROW_ALIGN_ELEMENTS
+            or out.strides[0] % OUT_ROW_ALIGN_ELEMENTS or out.ptr % 16):
         raise ArgumentValueError(
-            f"out: expected rows contiguous along n (last stride 1), a row stride that is a "
-            f"multiple of {OUT_ROW_ALIGN_ELEMENTS} elements and a 16-byte aligned start, got "
+            f"out: expected rows contiguous along n (last stride 1), group and row strides "
+            f"that are multiples of {OUT_ROW_ALIGN_ELEMENTS} elements and a 16-byte aligned "
+            f"start, got "
             f"strides {_shape_text(out.strides)} and address 0x{out.ptr:x}")
     if problem.num_groups > 1 and out.strides[0] < problem.m * out.strides[1]:
         raise ArgumentValueError(f"out: groups overlap: group stride {out.strides[0]} is less "

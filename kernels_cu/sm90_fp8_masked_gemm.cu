@@ -1,0 +1,216 @@
+// Masked grouped FP8 GEMM for Hopper (sm_90a): TMA + wgmma + mbarrier pipeline, warp
+// specialised, persistent over a masked tile schedule. Host half:
+// cugroupgemm/families/sm90.py (configs, smem budget) and cugroupgemm/tma.py (maps).
+//
+// For each group g and row r < clamp(masked_m[g], 0, m):
+//   out[g, r, c] = sum_kb a_scale[g, r, kb] * b_scale[g, c / 128, kb]
+//                         * sum_{k in kb} a[g, r, k] * b[g, c, k]
+// Each 128-wide k block is multiplied into fresh fp32 wgmma registers, then added into
+// the fp32 accumulators as acc += partial * (sa * sb): the scales are applied exactly.
+//
+// Roles: warpgroup 0 is the producer (one thread issues every TMA load); warpgroups
+// 1..NUM_CONSUMER_WG each own 64 rows of the BLOCK_M x BLOCK_N tile and issue wgmma.
+// Stage s of the ring holds one 128-byte-wide k block of a (BLOCK_M rows) and of b
+// (BLOCK_N rows), 128-byte swizzled by TMA. full[s] (count 1 + transaction bytes) says
+// the stage is loaded; empty[s] (one arrival per consumer warp) says it was read.
+#include "common/params.cuh"
+#include "common/scheduler.cuh"
+#include "common/sm90_ptx.cuh"
+#include "common/types.cuh"
+
+namespace sm90_gemm {
+
+constexpr int BLOCK_K = 128;  // elements = bytes: one swizzle span, one scale block
+constexpr int WG_ROWS = 64;   // rows of one wgmma (and of one consumer warpgroup)
+constexpr int N_CHUNK = 128;  // columns per wgmma chain: one b-scale block
+constexpr int K_STEP = 32;    // k of one fp8 wgmma
+constexpr int SMEM_ALIGN = 1024;  // a 128-byte swizzle atom is 8 rows x 128 bytes
+
+// Shared-memory layout; cugroupgemm/families/sm90.py (Sm90Config.smem_bytes) mirrors it.
+template <int BLOCK_M, int BLOCK_N, int STAGES>
+struct Layout {
+  static constexpr int A_TILE = BLOCK_M * BLOCK_K;
+  static constexpr int B_TILE = BLOCK_N * BLOCK_K;
+  static constexpr int STAGE_BYTES = A_TILE + B_TILE;
+  static constexpr int A_OFFSET = 0;
+  static constexpr int B_OFFSET = STAGES * A_TILE;
+  static constexpr int BAR_OFFSET = B_OFFSET + STAGES * B_TILE;
+  // + SMEM_ALIGN: the dynamic window is aligned up to 1024 bytes inside the kernel.
+  static constexpr int BYTES = BAR_OFFSET + 2 * STAGES * 8 + SMEM_ALIGN;
+  static_assert(A_TILE % SMEM_ALIGN == 0 && B_TILE % SMEM_ALIGN == 0, "tiles keep alignment");
+};
+
+template <int OUT_KIND>
+__device__ __forceinline__ void store_pair(void* out, i64 offset, float x, float y) {
+  if constexpr (OUT_KIND == OUT_F32) {
+    sm90::st_global_v2_f32(static_cast<float*>(out) + offset, x, y);
+  } else if constexpr (OUT_KIND == OUT_BF16) {
+    sm90::st_global_b32(static_cast<u16*>(out) + offset, sm90::pack_bf16x2(x, y));
+  } else {
+    sm90::st_global_b32(static_cast<u16*>(out) + offset, sm90::pack_f16x2(x, y));
+  }
+}
+
+}  // namespace sm90_gemm
+
+template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int OUT_KIND>
+__global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
+    sm90_fp8_masked_gemm(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
+                         const __grid_constant__ TmaMap tma_b) {
+  using namespace sm90_gemm;
+  using L = Layout<BLOCK_M, BLOCK_N, STAGES>;
+  static_assert(BLOCK_M == WG_ROWS * NUM_CONSUMER_WG, "one consumer warpgroup per 64 rows");
+  static_assert(BLOCK_N % N_CHUNK == 0 && BLOCK_N <= 256, "BLOCK_N: 128 or 256");
+  constexpr int CHUNKS = BLOCK_N / N_CHUNK;
+  // Registers after setmaxnreg (multiples of 8; 128*PRODUCER + 128*NUM_CONSUMER_WG*CONSUMER
+  // must fit the 64K register file).
+  constexpr u32 PRODUCER_REGS = 40;
+  constexpr u32 CONSUMER_REGS = 232;
+
+  extern __shared__ __align__(16) u8 smem_raw[];  // aligned up to 1024 below
+  const u32 raw_address = sm90::smem_u32(smem_raw);
+  u8* smem = smem_raw + ((SMEM_ALIGN - (raw_address & (SMEM_ALIGN - 1))) & (SMEM_ALIGN - 1));
+  u64* full = reinterpret_cast<u64*>(smem + L::BAR_OFFSET);
+  u64* empty = full + STAGES;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      sm90::mbar_init(&full[s], 1);
+      sm90::mbar_init(&empty[s], NUM_CONSUMER_WG * 4);
+    }
+    sm90::mbar_init_fence();
+  }
+  __syncthreads();
+
+  const int k_blocks = p.k / BLOCK_K;
+  const int warpgroup = threadIdx.x / 128;
+
+  if (warpgroup == 0) {
+    // ---------------- producer ----------------
+    if constexpr (NUM_CONSUMER_WG > 1) sm90::regs_dealloc<PRODUCER_REGS>();
+    if (threadIdx.x == 0) {
+      sm90::tma_prefetch_descriptor(&tma_a);
+      sm90::tma_prefetch_descriptor(&tma_b);
+      MaskedTileScheduler<BLOCK_M, BLOCK_N> scheduler(p.masked_m, p.num_groups, p.m, p.n);
+      MaskedTile tile;
+      int stage = 0;
+      u32 phase = 0;
+      while (scheduler.next_tile(tile)) {
+        for (int kb = 0; kb < k_blocks; ++kb) {
+          sm90::mbar_wait(&empty[stage], phase ^ 1);
+          sm90::mbar_arrive_expect_tx(&full[stage], L::STAGE_BYTES);
+          sm90::tma_load_3d(smem + L::A_OFFSET + stage * L::A_TILE, &tma_a, &full[stage],
+                            kb * BLOCK_K, tile.m0, tile.group);
+          sm90::tma_load_3d(smem + L::B_OFFSET + stage * L::B_TILE, &tma_b, &full[stage],
+                            kb * BLOCK_K, tile.n0, tile.group);
+          if (++stage == STAGES) {
+            stage = 0;
+            phase ^= 1;
+          }
+        }
+      }
+    }
+  } else {
+    // ---------------- consumers ----------------
+    if constexpr (NUM_CONSUMER_WG > 1) sm90::regs_alloc<CONSUMER_REGS>();
+    const int consumer = warpgroup - 1;
+    const int t = threadIdx.x % 128;
+    const int lane = t % 32;
+    // wgmma accumulator layout: register 4j+{0,1} is (row, 8j + col2 + {0,1}),
+    // register 4j+{2,3} is (row + 8, same columns).
+    const int row_in_tile = consumer * WG_ROWS + (t / 32) * 16 + lane / 4;
+    const int col2 = 2 * (lane % 4);
+    const u32 a_base = sm90::smem_u32(smem + L::A_OFFSET) + consumer * WG_ROWS * BLOCK_K;
+    const u32 b_base = sm90::smem_u32(smem + L::B_OFFSET);
+
+    float acc[CHUNKS * 64];
+    float part[64];
+    MaskedTileScheduler<BLOCK_M, BLOCK_N> scheduler(p.masked_m, p.num_groups, p.m, p.n);
+    MaskedTile tile;
+    int stage = 0;
+    u32 phase = 0;
+    while (scheduler.next_tile(tile)) {
+      const bool active = tile.m0 + consumer * WG_ROWS < tile.rows_valid;
+      const int r0 = tile.m0 + row_in_tile;
+      const bool valid0 = r0 < tile.rows_valid;
+      const bool valid1 = r0 + 8 < tile.rows_valid;
+      const float* sa0 = p.a_scale + tile.group * p.as_stride_g + static_cast<i64>(r0) * p.as_stride_m;
+      const float* sa1 = sa0 + 8 * p.as_stride_m;
+      const float* sb = p.b_scale + tile.group * p.bs_stride_g +
+                        static_cast<i64>(tile.n0 / N_CHUNK) * p.bs_stride_n;
+#pragma unroll
+      for (int i = 0; i < CHUNKS * 64; ++i) acc[i] = 0.0f;
+
+      for (int kb = 0; kb < k_blocks; ++kb) {
+        // Scales first: their latency hides behind the barrier wait and the wgmma.
+        const i64 k_off = static_cast<i64>(kb) * p.as_stride_k;
+        const float scale_a0 = valid0 ? sm90::ld_global_f32(sa0 + k_off) : 0.0f;
+        const float scale_a1 = valid1 ? sm90::ld_global_f32(sa1 + k_off) : 0.0f;
+        float scale_b[CHUNKS];
+#pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) {
+          const bool in_n = tile.n0 + c * N_CHUNK < p.n;
+          scale_b[c] = (active && in_n)
+                           ? sm90::ld_global_f32(sb + c * p.bs_stride_n + kb * p.bs_stride_k)
+                           : 0.0f;
+        }
+
+        sm90::mbar_wait(&full[stage], phase);
+        if (active) {
+          const u32 a_stage = a_base + stage * L::A_TILE;
+          const u32 b_stage = b_base + stage * L::B_TILE;
+          const u64 desc_a = sm90::smem_desc_k_major_sw128(a_stage);
+#pragma unroll
+          for (int c = 0; c < CHUNKS; ++c) {
+            const u64 desc_b = sm90::smem_desc_k_major_sw128(b_stage + c * N_CHUNK * BLOCK_K);
+#pragma unroll
+            for (int i = 0; i < 64; ++i) sm90::fence_operand(part[i]);
+            sm90::wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < BLOCK_K / K_STEP; ++ks) {
+              // +32 bytes of k per step inside the swizzle atom: +2 in the address field.
+              sm90::wgmma_m64n128k32_e4m3(part, desc_a + 2 * ks, desc_b + 2 * ks, ks > 0);
+            }
+            sm90::wgmma_commit();
+            sm90::wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < 64; ++i) sm90::fence_operand(part[i]);
+            if (c == CHUNKS - 1) {  // the stage is read: hand it back to the producer
+              __syncwarp();
+              if (lane == 0) sm90::mbar_arrive(&empty[stage]);
+            }
+            const float s0 = scale_a0 * scale_b[c];
+            const float s1 = scale_a1 * scale_b[c];
+#pragma unroll
+            for (int i = 0; i < 64; ++i) acc[c * 64 + i] += part[i] * ((i & 2) ? s1 : s0);
+          }
+        } else {  // no valid row here: only keep the ring in step
+          __syncwarp();
+          if (lane == 0) sm90::mbar_arrive(&empty[stage]);
+        }
+        if (++stage == STAGES) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+
+      // Epilogue straight from registers: rows below rows_valid, columns below n.
+      if (active) {
+        const i64 row_offset0 = tile.group * p.out_stride_g + static_cast<i64>(r0) * p.out_stride_m;
+        const i64 row_offset1 = row_offset0 + 8 * p.out_stride_m;
+#pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) {
+#pragma unroll
+          for (int j = 0; j < 16; ++j) {
+            const int col = tile.n0 + c * N_CHUNK + 8 * j + col2;
+            if (col < p.n) {
+              const float* v = &acc[c * 64 + 4 * j];
+              if (valid0) store_pair<OUT_KIND>(p.out, row_offset0 + col, v[0], v[1]);
+              if (valid1) store_pair<OUT_KIND>(p.out, row_offset1 + col, v[2], v[3]);
+            }
+          }
+        }
+      }
+    }
+  }
+}

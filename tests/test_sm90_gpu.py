@@ -1,0 +1,167 @@
+"""The sm90 family forced on a Hopper GPU, against the float64 reference."""
+
+import dataclasses
+import functools
+
+import numpy as np
+import pytest
+from conftest import (
+    assert_close_to_reference,
+    make_gemm_inputs,
+    reference_gpu,
+    to_cupy_float64,
+)
+
+from cugroupgemm import batch_deepgemm_fp8_nt_groupwise as gemm
+from cugroupgemm.device import device_info
+from cugroupgemm.dtypes import OutKind
+from cugroupgemm.families import sm90
+
+pytestmark = pytest.mark.gpu
+
+POISON_BITS = 0x7E57  # a finite bf16/f16 pattern no result row should hold by chance
+
+
+@pytest.fixture(autouse=True)
+def force_sm90(monkeypatch):
+    if not sm90.runs_on(device_info(0)):
+        pytest.skip("the sm90 family needs a compute capability 9.0 GPU")
+    monkeypatch.setenv("CUGROUPGEMM_KERNEL", "sm90")
+
+
+def force_config(monkeypatch, block_m, block_n):
+    """Make the sm90 family plan this tile shape (stages from the device, out kind from
+    the call)."""
+    config = sm90.Sm90Config(block_m, block_n, sm90.max_stages(block_m, block_n, device_info(0)),
+                             OutKind.BF16)
+    monkeypatch.setattr(sm90, "FAMILY", dataclasses.replace(
+        sm90.FAMILY, plan=functools.partial(sm90.plan, config=config)))
+
+
+def check_f32(inputs, expected_m):
+    import cupy as cp
+
+    out = gemm(**inputs, expected_m=expected_m, out_dtype="float32")
+    cp.cuda.runtime.deviceSynchronize()
+    assert_close_to_reference(out.astype(cp.float64), reference_gpu(**inputs), inputs["masked_m"])
+    return out
+
+
+SHAPES = [  # groups, m, n, k, masked_m, expected_m
+    (1, 1, 128, 128, [1], 1),  # the smallest problem
+    (2, 100, 256, 512, [37, 100], 69),  # m not a multiple of 64, one full group
+    (3, 64, 144, 256, [0, 64, 17], 27),  # empty group, n % 128 != 0 (one 16-column tail)
+    (4, 257, 400, 384, [256, 1, 129, 257], 161),  # rows at tile edges, n % 128 = 16
+    (4, 257, 400, 384, [256, 1, 129, 257], 8),  # the same with 64-row tiles
+    (2, 1000, 512, 2048, [999, 513], 757),  # 16 k blocks > stages: the ring wraps
+    (5, 8, 128, 1664, [3, 8, 0, 5, 7], 5),  # 13 k blocks > 9 decode stages
+    (8, 512, 4096, 256, [512, 500, 447, 511, 384, 129, 64, 1], 320),  # more tiles than SMs
+    (40, 64, 1024, 256, list(range(24, 64)), 44),  # decode: 320 tiles over the SMs
+]
+
+
+@pytest.mark.parametrize("groups, m, n, k, masked, expected_m", SHAPES)
+def test_matches_the_reference(groups, m, n, k, masked, expected_m):
+    inputs = make_gemm_inputs(groups, m, n, k, masked, seed=groups * 7 + m + n)
+    check_f32(inputs, expected_m)
+
+
+@pytest.mark.parametrize("block_m, block_n", [(64, 128), (128, 128), (128, 256), (64, 256)])
+@pytest.mark.parametrize("groups, m, n, k, masked", [
+    (3, 200, 400, 1280, [200, 0, 65]),  # partial n tiles of 256 and 128, 10 k blocks
+    (2, 130, 272, 640, [130, 64]),  # a 256 tile whose second half is past n
+    (6, 129, 1152, 256, [129, 128, 127, 63, 1, 65]),
+])
+def test_every_tile_shape(monkeypatch, block_m, block_n, groups, m, n, k, masked):
+    force_config(monkeypatch, block_m, block_n)
+    inputs = make_gemm_inputs(groups, m, n, k, masked, seed=block_m + block_n + n)
+    check_f32(inputs, 64)
+
+
+@pytest.mark.parametrize("block_m, block_n", [(64, 128), (128, 128), (128, 256)])
+@pytest.mark.parametrize("dtype_name", ["bfloat16", "float16", "float32"])
+def test_out_dtypes_and_poisoned_rows_past_the_mask_stay_untouched(monkeypatch, dtype_name,
+                                                                    block_m, block_n):
+    import torch
+
+    force_config(monkeypatch, block_m, block_n)  # the out kind comes from out's dtype
+    dtype = getattr(torch, dtype_name)
+    masked = [0, 1, 63, 64, 65, 127, 128, 130]
+    inputs = make_gemm_inputs(8, 130, 272, 384, masked, seed=3)
+    out = torch.empty((8, 130, 272), dtype=dtype, device="cuda")
+    bits = out.view(torch.int16 if out.element_size() == 2 else torch.int32)
+    bits.fill_(POISON_BITS)
+    tensors = {name: torch.from_dlpack(array) for name, array in inputs.items()}
+    tensors["a"] = tensors["a"].view(torch.float8_e4m3fn)
+    tensors["b"] = tensors["b"].view(torch.float8_e4m3fn)
+    result = gemm(**tensors, expected_m=70, out=out)
+    assert result is out
+    torch.cuda.synchronize()
+    assert_close_to_reference(to_cupy_float64(out), reference_gpu(**inputs), inputs["masked_m"])
+    for g, rows in enumerate(masked):
+        assert bool((bits[g, rows:] == POISON_BITS).all()), f"group {g}: rows past {rows} written"
+        assert not bool((bits[g, :rows] == POISON_BITS).any()), f"group {g}: valid row unwritten"
+
+
+def test_columns_past_n_and_rows_of_other_views_stay_untouched():
+    import cupy as cp
+
+    inputs = make_gemm_inputs(2, 40, 144, 256, [40, 13], seed=4)
+    backing = cp.full((2, 48, 160), 7.0, dtype=cp.float32)
+    out = backing[:, 4:44, :144]
+    gemm(**inputs, expected_m=30, out=out)
+    cp.cuda.runtime.deviceSynchronize()
+    assert_close_to_reference(out.astype(cp.float64), reference_gpu(**inputs), inputs["masked_m"])
+    assert bool((backing[:, :4] == 7).all() and (backing[:, 44:] == 7).all())
+    assert bool((backing[:, :, 144:] == 7).all()) and bool((out[1, 13:] == 7).all())
+
+
+def test_strided_operands_and_scales():
+    import cupy as cp
+
+    inputs = make_gemm_inputs(3, 96, 256, 384, [96, 50, 7], seed=5)
+    # a and b rows padded (strides of 512 bytes for k = 384), groups padded too.
+    for name, rows in (("a", 96), ("b", 256)):
+        padded = cp.zeros((3, rows + 8, 512), dtype=cp.uint8)
+        padded[:, :rows, :384] = inputs[name]
+        inputs[name] = padded[:, :rows, :384]
+    mn_major = cp.ascontiguousarray(inputs["a_scale"].transpose(0, 2, 1)).transpose(0, 2, 1)
+    inputs["a_scale"] = mn_major
+    inputs["b_scale"] = cp.broadcast_to(inputs["b_scale"][:1], inputs["b_scale"].shape)
+    check_f32(inputs, 64)
+
+
+def test_masked_m_out_of_range_is_clamped():
+    import cupy as cp
+
+    masked = [-5, 2**31 - 1, 70, 0]
+    inputs = make_gemm_inputs(4, 64, 128, 128, masked, seed=6)
+    guard = cp.full((5, 64, 128), 1.0, dtype=cp.float32)
+    out = guard[:4]
+    out.fill(3.0)
+    gemm(**inputs, expected_m=32, out=out)
+    cp.cuda.runtime.deviceSynchronize()
+    assert bool((out[0] == 3).all()) and bool((out[3] == 3).all())
+    assert bool((guard[4] == 1).all()), "wrote past the last group"
+    assert_close_to_reference(out.astype(cp.float64), reference_gpu(**inputs), inputs["masked_m"])
+
+
+def test_warm_calls_are_deterministic_and_see_new_data():
+    import cupy as cp
+
+    inputs = make_gemm_inputs(4, 256, 512, 1024, [256, 100, 3, 200], seed=7)
+    first = check_f32(inputs, 140)
+    second = check_f32(inputs, 140)
+    assert bool((first == second).all())
+    inputs["a"][...] = make_gemm_inputs(4, 256, 512, 1024, [256, 100, 3, 200], seed=8)["a"]
+    third = check_f32(inputs, 140)  # same pointers, same cached maps, new values
+    assert not bool((third == first).all())
+    cp.cuda.runtime.deviceSynchronize()
+
+
+def test_upstream_like_random_masks():
+    rng = np.random.default_rng(0)
+    for groups, m, n, k in ((4, 256, 512, 128), (8, 128, 4096, 512), (64, 128, 128, 512)):
+        masked = rng.integers(0, m, size=groups)
+        inputs = make_gemm_inputs(groups, m, n, k, masked, seed=int(masked.sum()) % 1000)
+        check_f32(inputs, min(int(np.mean(masked)) + 1, m))

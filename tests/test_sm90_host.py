@@ -1,0 +1,219 @@
+"""The sm90 family's host half without a GPU: configs, shared memory, plans, TMA maps, builds."""
+
+import ctypes
+import dataclasses
+import re
+
+import pytest
+
+from cugroupgemm import build, dlpack, dtypes, kernel_report, tma
+from cugroupgemm.device import DeviceInfo
+from cugroupgemm.dtypes import OutKind
+from cugroupgemm.errors import ArgumentValueError, UnsupportedDeviceError
+from cugroupgemm.families import sm90
+from cugroupgemm.problem import Problem
+
+H100 = sm90.REFERENCE_DEVICE
+H100_PCIE = dataclasses.replace(H100, name="H100 PCIe", sm_count=114)
+SMALL_SMEM = dataclasses.replace(H100, name="small smem", smem_per_block_optin=101376)
+AMPERE = dataclasses.replace(H100, name="A100", cc=(8, 0))
+BLACKWELL = dataclasses.replace(H100, name="B200", cc=(10, 0))
+
+
+def problem(groups=32, m=1024, n=4096, k=7168, expected_m=8, out_kind=OutKind.BF16):
+    return Problem(groups, m, n, k, expected_m, out_kind)
+
+
+def test_runs_only_on_hopper_and_builds_for_sm_90a():
+    assert sm90.runs_on(H100) and not sm90.runs_on(AMPERE) and not sm90.runs_on(BLACKWELL)
+    assert sm90.target_for(H100) == "sm_90a"
+    assert sm90.FAMILY.check_targets == ("sm_90a",)
+    assert sm90.FAMILY.tensor_core_sass == {"sm_90a": r"QGMMA"}
+    assert sm90.FAMILY.validated_archs == ()
+
+
+@pytest.mark.parametrize("expected_m, block_m, warpgroups", [(1, 64, 1), (64, 64, 1),
+                                                            (65, 128, 2), (1024, 128, 2)])
+def test_block_m_follows_expected_m(expected_m, block_m, warpgroups):
+    config = sm90.choose_config(problem(expected_m=expected_m), H100)
+    assert (config.block_m, config.consumer_warpgroups) == (block_m, warpgroups)
+    assert config.threads == (warpgroups + 1) * 128
+
+
+def test_worked_examples_of_the_docstring():
+    prefill = sm90.choose_config(problem(groups=4, m=4096, n=7168, expected_m=256), H100)
+    assert (prefill.block_m, prefill.block_n, prefill.stages) == (128, 128, 7)
+    assert prefill.smem_bytes == 230512
+    decode = sm90.choose_config(problem(expected_m=8), H100)
+    assert (decode.block_m, decode.block_n, decode.stages) == (64, 128, 9)
+
+
+def test_block_n_defaults_to_128_and_256_is_an_explicit_config():
+    for em in (1, 64, 65, 4096):
+        assert sm90.choose_config(problem(expected_m=em), H100).block_n == 128
+    config = sm90.Sm90Config(128, 256, sm90.max_stages(128, 256, H100), OutKind.BF16)
+    assert config.stages == (232448 - 1024) // (49152 + 16) == 4
+    plan = sm90.plan(problem(groups=4, expected_m=256), H100, config)
+    assert plan.config == config and plan.block == (384, 1, 1)
+    assert plan.smem_bytes == config.smem_bytes <= H100.smem_per_block_optin
+
+
+@pytest.mark.parametrize("device", [H100, H100_PCIE, SMALL_SMEM])
+@pytest.mark.parametrize("expected_m", [1, 64, 65, 4096])
+def test_every_plan_fits_the_device(device, expected_m):
+    plan = sm90.plan(problem(expected_m=expected_m), device)
+    config = plan.config
+    assert sm90.MIN_STAGES <= config.stages <= sm90.MAX_STAGES
+    assert plan.smem_bytes == config.smem_bytes <= device.smem_per_block_optin
+    # One more stage would not fit (or the cap is reached).
+    assert (config.stages == sm90.MAX_STAGES
+            or sm90.smem_bytes(config.block_m, config.block_n, config.stages + 1)
+            > device.smem_per_block_optin)
+    assert plan.grid[0] <= device.sm_count and plan.grid[1:] == (1, 1)
+    assert plan.block == ((config.block_m // 64 + 1) * 128, 1, 1)
+    assert plan.spec.target == "sm_90a" and plan.spec.source == sm90.SOURCE
+
+
+def test_stages_come_from_the_device_not_a_literal():
+    big = sm90.choose_config(problem(expected_m=8), H100)
+    small = sm90.choose_config(problem(expected_m=8), SMALL_SMEM)
+    assert small.stages == (101376 - 1024) // (24576 + 16) < big.stages
+
+
+def test_too_little_shared_memory_is_a_clear_error():
+    tiny = dataclasses.replace(H100, smem_per_block_optin=40000)
+    with pytest.raises(UnsupportedDeviceError, match=r"at least \d+ bytes of shared memory"):
+        sm90.choose_config(problem(expected_m=8), tiny)
+
+
+def test_grid_is_no_larger_than_the_tile_count():
+    plan = sm90.plan(problem(groups=1, m=16, n=256, k=128, expected_m=4), H100)
+    assert plan.grid == (2, 1, 1)  # 1 group x 1 m tile x 2 n tiles
+    plan = sm90.plan(problem(groups=64, m=4096, n=7168, k=2048, expected_m=4000), H100)
+    assert plan.grid == (H100.sm_count, 1, 1)
+
+
+def test_a_given_config_takes_the_problems_out_kind():
+    config = sm90.Sm90Config(128, 256, 4, OutKind.BF16)
+    plan = sm90.plan(problem(expected_m=256, out_kind=OutKind.F32), H100, config)
+    assert plan.config.out_kind == OutKind.F32 and plan.spec.expression.endswith(", 2>")
+
+
+def test_expression_names_every_template_argument():
+    config = sm90.Sm90Config(128, 256, 4, OutKind.F32)
+    assert config.expression() == "sm90_fp8_masked_gemm<128, 256, 4, 2, 2>"
+
+
+def test_sizes_beyond_int32_are_refused_naming_the_argument():
+    with pytest.raises(ArgumentValueError, match=r"^a: the sm90 kernel supports m"):
+        sm90.plan(problem(m=2**31), H100)
+
+
+# ---- TMA descriptors (the driver is faked: no GPU here) ------------------------------
+
+class FakeDriver:
+    def __init__(self, status=0):
+        self.calls = []
+        self.status = status
+
+    def cuTensorMapEncodeTiled(self, out, dtype, rank, address, dims, strides, box, elem,
+                               interleave, swizzle, l2, oob):
+        self.calls.append(dict(out=out.value, dtype=dtype, rank=rank, address=address.value,
+                               dims=tuple(dims[i] for i in range(rank)),
+                               strides=tuple(strides[i] for i in range(rank - 1)),
+                               box=tuple(box[i] for i in range(rank)),
+                               elem=tuple(elem[i] for i in range(rank)),
+                               swizzle=swizzle, oob=oob))
+        assert out.value % 64 == 0
+        ctypes.memmove(out.value, bytes(range(128)), 128)
+        return self.status
+
+    def cuGetErrorString(self, status, text):
+        return 1
+
+
+@pytest.fixture
+def fake_driver(monkeypatch):
+    driver = FakeDriver()
+    monkeypatch.setattr(tma, "_driver", lambda: driver)
+    tma.clear_cache()
+    yield driver
+    tma.clear_cache()
+
+
+def view(shape, strides=None, ptr=0x7F0000000000):
+    strides = strides or dlpack.compact_strides(shape)
+    return dlpack.TensorView(ptr, tuple(shape), tuple(strides), dtypes.FLOAT8_E4M3FN,
+                             dlpack.KDL_CUDA, 0, False)
+
+
+def test_operand_maps_are_3d_k_rows_groups_with_128_byte_swizzle(fake_driver):
+    plan = sm90.plan(problem(groups=3, m=100, n=272, k=512, expected_m=70), H100)
+    a, b = view((3, 100, 512)), view((3, 272, 512), ptr=0x7F0000100000)
+    map_a, map_b = sm90.extra_arguments(plan, {"a": a, "b": b})
+    assert isinstance(map_a, tma.TensorMap) and ctypes.sizeof(map_a) == 128
+    assert bytes(map_a) == bytes(range(128))
+    call_a, call_b = fake_driver.calls
+    assert call_a["dims"] == (512, 100, 3) and call_a["strides"] == (512, 51200)
+    assert call_a["box"] == (128, 128, 1) and call_a["elem"] == (1, 1, 1)
+    assert call_b["dims"] == (512, 272, 3) and call_b["box"] == (128, plan.config.block_n, 1)
+    assert call_a["swizzle"] == tma.SWIZZLE_128B and call_a["oob"] == tma.OOB_FILL_ZEROS
+    assert call_a["dtype"] == tma.DATA_TYPE_UINT8 and call_b["address"] == 0x7F0000100000
+
+
+def test_a_warm_call_does_no_encode(fake_driver):
+    plan = sm90.plan(problem(groups=2, m=64, n=256, k=256, expected_m=8), H100)
+    views = {"a": view((2, 64, 256)), "b": view((2, 256, 256), ptr=0x7F0000200000)}
+    first = sm90.extra_arguments(plan, views)
+    second = sm90.extra_arguments(plan, views)
+    assert len(fake_driver.calls) == 2
+    assert all(x is y for x, y in zip(first, second))
+    moved = {**views, "a": view((2, 64, 256), ptr=0x7F0000300000)}
+    sm90.extra_arguments(plan, moved)
+    assert len(fake_driver.calls) == 3  # a new address: one new map
+
+
+def test_extent_one_dimensions_get_dense_strides(fake_driver):
+    plan = sm90.plan(problem(groups=1, m=1, n=128, k=256, expected_m=1), H100)
+    a = view((1, 1, 256), strides=(0, 0, 1))  # DLPack may give any stride to extent 1
+    sm90.extra_arguments(plan, {"a": a, "b": view((1, 128, 256), ptr=0x7F0000400000)})
+    assert fake_driver.calls[0]["strides"] == (256, 256)
+
+
+def test_strided_operands_keep_their_strides(fake_driver):
+    plan = sm90.plan(problem(groups=2, m=64, n=128, k=256, expected_m=8), H100)
+    a = view((2, 64, 256), strides=(64 * 512 + 256, 512, 1))
+    sm90.extra_arguments(plan, {"a": a, "b": view((2, 128, 256), ptr=0x7F0000500000)})
+    assert fake_driver.calls[0]["strides"] == (512, 64 * 512 + 256)
+
+
+def test_tma_limits_name_the_argument():
+    with pytest.raises(ArgumentValueError, match=r"^b: the TMA kernel needs byte strides"):
+        tma.check_tiled("b", 0x1000, (256, 64, 2), (256, 2**40), (128, 64, 1))
+    with pytest.raises(ArgumentValueError, match=r"^a: the TMA kernel needs a 16-byte"):
+        tma.check_tiled("a", 0x1008, (256, 64, 2), (256, 16384), (128, 64, 1))
+    with pytest.raises(ArgumentValueError, match=r"^a: the TMA kernel needs byte strides"):
+        tma.check_tiled("a", 0x1000, (256, 64, 2), (264, 16896), (128, 64, 1))
+
+
+def test_a_refused_encode_names_the_argument(fake_driver):
+    fake_driver.status = 1
+    with pytest.raises(ArgumentValueError, match=r"^a: cuTensorMapEncodeTiled refused"):
+        tma.encode_tiled_u8("a", 0x1000, (256, 64, 2), (256, 16384), (128, 64, 1))
+
+
+# ---- what ptxas made of every instance CI checks -------------------------------------
+
+@pytest.mark.parametrize("spec", sm90.check_specs("sm_90a"), ids=lambda s: s.expression)
+def test_instances_compile_without_spills_or_ignored_register_hints(spec):
+    check = kernel_report.check_kernel(spec, r"QGMMA")
+    assert check.resources.spill_store_bytes == 0 and check.resources.spill_load_bytes == 0
+    assert check.resources.stack_bytes == 0
+    log = build.compile_kernel(spec).log
+    assert "C7508" not in log, log  # setmaxnreg ignored
+    assert not re.search(r"wgmma.*serialized", log), log
+    if check.sass is None:
+        pytest.skip("no disassembler installed: SASS not checked")
+    assert check.tensor_core_ok and check.local_memory_ops == 0
+    assert "QGMMA.64x128x32.F32.E4M3.E4M3" in check.sass
+    assert "UTMALDG.3D" in check.sass

@@ -157,7 +157,7 @@ def test_bad_out_dtype(out_dtype):
     (FakeCudaArray((2, 64, 256), dtypes.BFLOAT16, strides=(16384, 1, 64)), ArgumentValueError,
      r"^out: expected rows contiguous along n"),
     (FakeCudaArray((2, 64, 256), dtypes.BFLOAT16, strides=(64 * 260, 260, 1)),
-     ArgumentValueError, r"multiple of 8 elements"),
+     ArgumentValueError, r"multiples of 8 elements"),
     (FakeCudaArray((2, 64, 256), dtypes.BFLOAT16, strides=(64 * 256 + 1, 256, 1)),
      ArgumentValueError, r"group and row strides that are multiples of 8 elements"),
     (FakeCudaArray((2, 64, 256), dtypes.BFLOAT16, strides=(256, 256, 1)), ArgumentValueError,

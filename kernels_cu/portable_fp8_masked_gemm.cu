@@ -84,7 +84,7 @@ struct alignas(16) SmemChunk {
 // The warp grid: warp tiles of whole 16 x 16 mma footprints, with the fewest fragment
 // loads per k step (WARP_M + WARP_N); ties go to more warps along m, so that more warps
 // can skip rows at or past masked_m. 0 when no grid fits.
-constexpr int pick_warps_m(int block_m, int block_n, int num_warps) {
+__host__ __device__ constexpr int pick_warps_m(int block_m, int block_n, int num_warps) {
   int best = 0;
   int best_cost = 1 << 30;
   for (int warps_m = 1; warps_m <= num_warps; warps_m *= 2) {

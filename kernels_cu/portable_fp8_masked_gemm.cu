@@ -13,9 +13,9 @@
 // ops (exact, see common/fp8.cuh) and issues mma.m16n8k16 f16: any sm_80+, and it builds
 // for sm_89/sm_90 too so the sm_80 path can be tested there. NATIVE_FP8_MMA = true issues
 // mma.m16n8k32 e4m3 where it is a real instruction (QMMA on sm_89, sm_120+); on
-// sm_90..sm_11x, where ptxas only emulates it (two HMMA + four FADD per mma, and spills at
-// BLOCK_M 128), it converts with the hardware cvt.rn.f16x2.e4m3x2 instead and issues
-// mma.m16n8k16 f16 into the same fp32 partials.
+// sm_90..sm_11x, where ptxas only emulates it (sm_90a/sm_100a: two HMMA + four FADD per
+// mma, and spills at BLOCK_M 128), it converts with the hardware cvt.rn.f16x2.e4m3x2
+// instead and issues mma.m16n8k16 f16 into the same fp32 partials.
 //
 // Tiles: a CTA computes BLOCK_M x BLOCK_N (= 128) of one group. Its NUM_WARPS warps form a
 // WARPS_M x WARPS_N grid (WarpGrid below); a warp owns WARP_M x WARP_N, i.e.
@@ -117,8 +117,9 @@ struct WarpGrid {
 template <int ROWS, int THREADS>
 __device__ __forceinline__ void load_tile(u32 smem_tile, const u8* src, i64 row_stride,
                                           i32 valid_rows, i32 tid) {
-  static_assert(THREADS % ROW_CHUNKS == 0, "a thread must keep one chunk column");
   constexpr int ROWS_PER_PASS = THREADS / ROW_CHUNKS;
+  static_assert(ROWS_PER_PASS % 8 == 0,
+                "a thread must keep one chunk column and one swizzle phase (row % 8)");
   constexpr int PASSES = (ROWS + ROWS_PER_PASS - 1) / ROWS_PER_PASS;
   const i32 chunk = tid % ROW_CHUNKS;
   const i32 row0 = tid / ROW_CHUNKS;
@@ -173,8 +174,8 @@ __global__ void __launch_bounds__(NUM_WARPS * 32)
                 "BLOCK_N must be 128: one b_scale value per tile and k block");
   static_assert(BLOCK_M >= 16 && BLOCK_M <= 128 && BLOCK_M % 16 == 0,
                 "BLOCK_M must be 16, 32, ..., 128 (whole m16 mma tiles)");
-  static_assert(NUM_WARPS == 2 || NUM_WARPS == 4 || NUM_WARPS == 8,
-                "NUM_WARPS must be 2, 4 or 8");
+  static_assert(NUM_WARPS == 4 || NUM_WARPS == 8,
+                "NUM_WARPS must be 4 or 8 (the configurations built and checked)");
   static_assert(Grid::WARPS_M > 0,
                 "no warp grid splits BLOCK_M x BLOCK_N into 16 x 16 multiples; use fewer warps");
   static_assert(Grid::WARP_M * Grid::WARP_N <= MAX_WARP_TILE,
@@ -350,10 +351,9 @@ __global__ void __launch_bounds__(NUM_WARPS * 32)
           for (int j = 0; j < N_TILES; ++j)
 #pragma unroll
             for (int c = 0; c < 2; ++c) {
-              float& partial = part[i][j][2 * h + c];
               // NOTE: undoing the integer path's 2^-16 on the partial first is exact and
               // gives the same rounding as the other paths' acc + partial * s.
-              const float exact = partial * PARTIAL_UNSCALE;
+              const float exact = part[i][j][2 * h + c] * PARTIAL_UNSCALE;
               acc[i][j][2 * h + c] = __fmaf_rn(exact, s, acc[i][j][2 * h + c]);
             }
         }

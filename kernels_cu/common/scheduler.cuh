@@ -2,9 +2,12 @@
 // (TMA producer, each consumer warpgroup) replays on its own, so they agree on the
 // sequence of tiles without talking to each other.
 //
-// Tiles are numbered in the order (group, m tile, n tile), n fastest, counting only the
+// Tiles are numbered in the order (group, n tile, m tile), m fastest, counting only the
 // m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to CTA t % gridDim.x.
-// Consecutive tiles share their a rows (n fastest), so co-running CTAs reuse a from L2.
+// NOTE: m fastest so the m tiles of one (group, n tile) run at the same time on
+// neighbouring CTAs and read that b tile from DRAM once (the others hit L2). With n
+// fastest, a decode group of 65..128 rows streamed its b twice (measured on the H100,
+// 2026-11-25: expected_m 64 at 0.69 of copy bandwidth, see docs/performance.md).
 #pragma once
 #include "common/sm90_ptx.cuh"
 #include "common/types.cuh"
@@ -22,6 +25,7 @@ struct MaskedTileScheduler {
   i32 num_groups, m, n_tiles;
   i32 group = -1;
   i32 rows_valid = 0;
+  i32 m_tiles = 0;      // m tiles of the current group
   i64 group_base = 0;   // index of the current group's first tile
   i64 group_tiles = 0;  // tiles of the current group
   i64 next;             // the next tile index this CTA owns
@@ -40,13 +44,14 @@ struct MaskedTileScheduler {
       i32 rows = sm90::ld_global_i32(masked_m + group);
       rows = rows < 0 ? 0 : (rows > m ? m : rows);
       rows_valid = rows;
-      group_tiles = ((static_cast<i64>(rows) + BLOCK_M - 1) / BLOCK_M) * n_tiles;
+      m_tiles = (rows + BLOCK_M - 1) / BLOCK_M;
+      group_tiles = static_cast<i64>(m_tiles) * n_tiles;
     }
     const i64 local = next - group_base;
-    const i64 m_tile = local / n_tiles;
+    const i64 n_tile = local / m_tiles;
     tile.group = group;
-    tile.m0 = static_cast<i32>(m_tile * BLOCK_M);
-    tile.n0 = static_cast<i32>((local - m_tile * n_tiles) * BLOCK_N);
+    tile.m0 = static_cast<i32>((local - n_tile * m_tiles) * BLOCK_M);
+    tile.n0 = static_cast<i32>(n_tile * BLOCK_N);
     tile.rows_valid = rows_valid;
     next += step;
     return true;

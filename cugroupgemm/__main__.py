@@ -33,8 +33,8 @@ def cmd_check(args) -> int:
     jobs = []
     for family in dispatch.families().values():
         for target in family.check_targets:
-            jobs += [(family.name, target, spec, family.tensor_core_sass[target])
-                     for spec in family.check_specs(target)]
+            jobs += [(family.name, target, spec, pattern)
+                     for spec, pattern in family.check_specs(target)]
     for target in ("sm_80", "sm_89", "sm_90a", "sm_100a"):
         jobs += [("quantize", target, spec, "") for spec in quantize.check_specs(target)]
     if args.dump:

@@ -24,11 +24,12 @@ class Family:
     name: str
     source: str  # file under kernels_cu/
     check_targets: tuple[str, ...]  # targets CI compiles for
-    tensor_core_sass: dict[str, str]  # target -> regex the disassembly must match
     runs_on: Callable[[DeviceInfo], bool]
     target_for: Callable[[DeviceInfo], str]
     plan: Callable[[Problem, DeviceInfo], LaunchPlan]
-    check_specs: Callable[[str], list[KernelSpec]]  # representative instances per target
+    # Representative instances per target, each with the regex its SASS must match (the
+    # tensor-core instruction it is meant to use).
+    check_specs: Callable[[str], list[tuple[KernelSpec, str]]]
     validated_archs: tuple[int, ...]  # SM numbers it has been run and checked on
     # Kernel arguments after the params struct (e.g. TMA descriptors), from the plan and
     # the argument views ("a", "b", "a_scale", "b_scale", "masked_m", "out").

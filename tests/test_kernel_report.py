@@ -8,9 +8,9 @@ import pytest
 
 from cugroupgemm import dispatch, kernel_report, quantize
 
-GEMM_JOBS = [(family.name, spec, family.tensor_core_sass[target])
+GEMM_JOBS = [(family.name, spec, pattern)
              for family in dispatch.families().values() for target in family.check_targets
-             for spec in family.check_specs(target)]
+             for spec, pattern in family.check_specs(target)]
 QUANT_JOBS = [spec for target in ("sm_80", "sm_89", "sm_90a", "sm_100a")
               for spec in quantize.check_specs(target)]
 

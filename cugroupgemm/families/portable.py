@@ -72,24 +72,28 @@ def plan(problem: Problem, info: DeviceInfo, native_fp8_mma: bool | None = None)
     return LaunchPlan(spec, grid, (config.num_warps * 32, 1, 1), config.smem_bytes, config)
 
 
-def check_specs(target: str) -> list[KernelSpec]:
+# NOTE: only sm_89 (and sm_120) have an fp8 mma.sync in hardware (QMMA); on sm_90 and
+# sm_100 ptxas lowered it to HMMA plus conversions and spilled, so there the kernel
+# converts e4m3 -> f16 with cvt and issues f16 mma.sync (HMMA.16816.F32) on either path.
+_NATIVE_SASS = {"sm_89": r"QMMA\.16832\.F32\.E4M3"}
+_F16_SASS = r"HMMA\.16816\.F32"
+
+
+def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
     native = target != "sm_80"
     configs = [PortableConfig(bm, BLOCK_N, 8 if bm == 128 else 4, OutKind.BF16, native)
                for bm in BLOCK_M_CHOICES]
     if native:  # the sm_80 path must build on the newer targets too
         configs.append(PortableConfig(64, BLOCK_N, 4, OutKind.F32, False))
-    return [KernelSpec(SOURCE, config.expression(), target) for config in configs]
+    return [(KernelSpec(SOURCE, config.expression(), target),
+             _NATIVE_SASS.get(target, _F16_SASS) if config.native_fp8_mma else _F16_SASS)
+            for config in configs]
 
 
 FAMILY = Family(
     name="portable",
     source=SOURCE,
     check_targets=("sm_80", "sm_89", "sm_90a", "sm_100a"),
-    # NOTE: only sm_89 (and sm_120) have an fp8 mma.sync in hardware (QMMA); on sm_90 and
-    # sm_100 ptxas lowered it to HMMA plus conversions and spilled, so the kernel converts
-    # e4m3 -> f16 with cvt there and issues f16 mma.sync (HMMA.16816.F32).
-    tensor_core_sass={"sm_80": r"HMMA\.16816\.F32", "sm_89": r"QMMA\.16832\.F32\.E4M3",
-                      "sm_90a": r"HMMA\.16816\.F32", "sm_100a": r"HMMA\.16816\.F32"},
     runs_on=runs_on,
     target_for=plain_target,
     plan=plan,

@@ -181,20 +181,19 @@ def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
     return [Sm90Config(bm, bn, max_stages(bm, bn, info), OutKind.BF16) for bm, bn in shapes]
 
 
-def check_specs(target: str) -> list[KernelSpec]:
+def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
     configs = reference_configs()
     # The other output kinds on the decode and the widest prefill shape.
     configs += [Sm90Config(configs[0].block_m, configs[0].block_n, configs[0].stages, OutKind.F32),
                 Sm90Config(configs[2].block_m, configs[2].block_n, configs[2].stages, OutKind.F16),
                 Sm90Config(configs[2].block_m, configs[2].block_n, configs[2].stages, OutKind.F32)]
-    return [KernelSpec(SOURCE, config.expression(), target) for config in configs]
+    return [(KernelSpec(SOURCE, config.expression(), target), r"QGMMA") for config in configs]
 
 
 FAMILY = Family(
     name="sm90",
     source=SOURCE,
     check_targets=(TARGET,),
-    tensor_core_sass={TARGET: r"QGMMA"},
     runs_on=runs_on,
     target_for=target_for,
     plan=plan,

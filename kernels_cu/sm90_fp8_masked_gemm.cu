@@ -5,11 +5,15 @@
 // For each group g and row r < clamp(masked_m[g], 0, m):
 //   out[g, r, c] = sum_kb a_scale[g, r, kb] * b_scale[g, c / 128, kb]
 //                         * sum_{k in kb} a[g, r, k] * b[g, c, k]
-// Each 128-wide k block is multiplied into fresh fp32 wgmma registers, then added into
-// the fp32 accumulators as acc += partial * (sa * sb): the scales are applied exactly.
+// Each PROMOTE_K-wide slice of k (128, 64 or 32: one scale block or a part of one) is
+// multiplied into fresh fp32 wgmma registers; a k block's slices are summed in fp32 and
+// added into the fp32 accumulators as acc += block * (sa * sb): the scales are applied
+// exactly, and the tensor core's fp8 accumulation (which keeps fewer bits than fp32)
+// never spans more than one slice.
 //
 // Roles: warpgroup 0 is the producer (one thread issues every TMA load); warpgroups
-// 1..NUM_CONSUMER_WG each own 64 rows of the BLOCK_M x BLOCK_N tile and issue wgmma.
+// 1..NUM_CONSUMER_WG each own 64 rows of the BLOCK_M x BLOCK_N tile and issue wgmma
+// (one m64nBLOCK_Nk32 instruction per 32 of k).
 // Stage s of the ring holds one 128-byte-wide k block of a (BLOCK_M rows) and of b
 // (BLOCK_N rows), 128-byte swizzled by TMA. full[s] (count 1 + transaction bytes) says
 // the stage is loaded; empty[s] (one arrival per consumer warp) says it was read.
@@ -22,7 +26,6 @@ namespace sm90_gemm {
 
 constexpr int BLOCK_K = 128;  // elements = bytes: one swizzle span, one scale block
 constexpr int WG_ROWS = 64;   // rows of one wgmma (and of one consumer warpgroup)
-constexpr int N_CHUNK = 128;  // columns per wgmma chain: one b-scale block
 constexpr int K_STEP = 32;    // k of one fp8 wgmma
 constexpr int SMEM_ALIGN = 1024;  // a 128-byte swizzle atom is 8 rows x 128 bytes
 
@@ -53,19 +56,31 @@ __device__ __forceinline__ void store_pair(void* out, i64 offset, float x, float
 
 }  // namespace sm90_gemm
 
-template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int OUT_KIND>
+template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
+          int OUT_KIND>
 __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
     sm90_fp8_masked_gemm(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
                          const __grid_constant__ TmaMap tma_b) {
   using namespace sm90_gemm;
   using L = Layout<BLOCK_M, BLOCK_N, STAGES>;
-  static_assert(BLOCK_M == WG_ROWS * NUM_CONSUMER_WG, "one consumer warpgroup per 64 rows");
-  static_assert(BLOCK_N % N_CHUNK == 0 && BLOCK_N <= 256, "BLOCK_N: 128 or 256");
-  constexpr int CHUNKS = BLOCK_N / N_CHUNK;
-  // Registers after setmaxnreg (multiples of 8; 128*PRODUCER + 128*NUM_CONSUMER_WG*CONSUMER
-  // must fit the 64K register file).
+  static_assert(BLOCK_M == WG_ROWS * NUM_CONSUMER_WG && NUM_CONSUMER_WG <= 3,
+                "one consumer warpgroup per 64 rows, at most 3");
+  static_assert(BLOCK_N == 64 || BLOCK_N == 128, "BLOCK_N: 64 or 128 (inside one b-scale block)");
+  static_assert(BLOCK_K % PROMOTE_K == 0 && PROMOTE_K % K_STEP == 0, "PROMOTE_K: 32, 64 or 128");
+  constexpr int PART = BLOCK_N / 2;  // fp32 registers per thread of one wgmma result
+  constexpr int SLICES = BLOCK_K / PROMOTE_K;
+  constexpr int STEPS_PER_SLICE = PROMOTE_K / K_STEP;
+  // Registers after setmaxnreg (multiples of 8). setmaxnreg.inc only takes registers the
+  // CTA already holds, so the split must fit what the launch gave it: THREADS times the
+  // per-thread count __launch_bounds__ allows (a multiple of 8, at most 255). Asking
+  // for more blocks the consumers forever.
+  constexpr u32 THREADS = (NUM_CONSUMER_WG + 1) * 128;
+  constexpr u32 LAUNCH_REGS = (65536 / THREADS / 8 * 8) > 248 ? 248 : (65536 / THREADS / 8 * 8);
   constexpr u32 PRODUCER_REGS = 40;
-  constexpr u32 CONSUMER_REGS = 232;
+  constexpr u32 CONSUMER_SHARE = (LAUNCH_REGS * THREADS / 128 - PRODUCER_REGS) / NUM_CONSUMER_WG;
+  constexpr u32 CONSUMER_REGS = (CONSUMER_SHARE > 240 ? 240 : CONSUMER_SHARE) / 8 * 8;
+  static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 128 * NUM_CONSUMER_WG <= LAUNCH_REGS * THREADS,
+                "the register split must fit the launch allocation");
 
   extern __shared__ __align__(16) u8 smem_raw[];  // aligned up to 1024 below
   const u32 raw_address = sm90::smem_u32(smem_raw);
@@ -83,7 +98,9 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
   __syncthreads();
 
   const int k_blocks = p.k / BLOCK_K;
-  const int warpgroup = threadIdx.x / 128;
+  // Broadcast from lane 0 so the compiler sees a warp-uniform value: branches on it are
+  // not divergent, and wgmma inside them is not serialised (ptxas warning C7518).
+  const int warpgroup = __shfl_sync(0xffffffff, static_cast<int>(threadIdx.x / 128), 0);
 
   if (warpgroup == 0) {
     // ---------------- producer ----------------
@@ -110,106 +127,123 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
         }
       }
     }
-  } else {
-    // ---------------- consumers ----------------
-    if constexpr (NUM_CONSUMER_WG > 1) sm90::regs_alloc<CONSUMER_REGS>();
-    const int consumer = warpgroup - 1;
-    const int t = threadIdx.x % 128;
-    const int lane = t % 32;
-    // wgmma accumulator layout: register 4j+{0,1} is (row, 8j + col2 + {0,1}),
-    // register 4j+{2,3} is (row + 8, same columns).
-    const int row_in_tile = consumer * WG_ROWS + (t / 32) * 16 + lane / 4;
-    const int col2 = 2 * (lane % 4);
-    const u32 a_base = sm90::smem_u32(smem + L::A_OFFSET) + consumer * WG_ROWS * BLOCK_K;
-    const u32 b_base = sm90::smem_u32(smem + L::B_OFFSET);
+    return;
+  }
 
-    float acc[CHUNKS * 64];
-    float part[64];
-    MaskedTileScheduler<BLOCK_M, BLOCK_N> scheduler(p.masked_m, p.num_groups, p.m, p.n);
-    MaskedTile tile;
-    int stage = 0;
-    u32 phase = 0;
-    while (scheduler.next_tile(tile)) {
-      const bool active = tile.m0 + consumer * WG_ROWS < tile.rows_valid;
-      const int r0 = tile.m0 + row_in_tile;
-      const bool valid0 = r0 < tile.rows_valid;
-      const bool valid1 = r0 + 8 < tile.rows_valid;
-      const float* sa0 = p.a_scale + tile.group * p.as_stride_g + static_cast<i64>(r0) * p.as_stride_m;
-      const float* sa1 = sa0 + 8 * p.as_stride_m;
-      const float* sb = p.b_scale + tile.group * p.bs_stride_g +
-                        static_cast<i64>(tile.n0 / N_CHUNK) * p.bs_stride_n;
-#pragma unroll
-      for (int i = 0; i < CHUNKS * 64; ++i) acc[i] = 0.0f;
+  // ---------------- consumers ----------------
+  if constexpr (NUM_CONSUMER_WG > 1) sm90::regs_alloc<CONSUMER_REGS>();
+  const int consumer = warpgroup - 1;
+  const int t = threadIdx.x % 128;
+  const int lane = t % 32;
+  // wgmma accumulator layout: register 4j+{0,1} is (row, 8j + col2 + {0,1}),
+  // register 4j+{2,3} is (row + 8, same columns).
+  const int row_in_tile = consumer * WG_ROWS + (t / 32) * 16 + lane / 4;
+  const int col2 = 2 * (lane % 4);
+  const u32 a_base = sm90::smem_u32(smem + L::A_OFFSET) + consumer * WG_ROWS * BLOCK_K;
+  const u32 b_base = sm90::smem_u32(smem + L::B_OFFSET);
 
+  float acc[PART];
+  float block[PART];  // the current k block's slices summed
+  float part[PART];   // one slice's wgmma result
+  MaskedTileScheduler<BLOCK_M, BLOCK_N> scheduler(p.masked_m, p.num_groups, p.m, p.n);
+  MaskedTile tile;
+  int stage = 0;  // ring position of the k block in flight
+  u32 phase = 0;
+  while (scheduler.next_tile(tile)) {
+    const bool active = tile.m0 + consumer * WG_ROWS < tile.rows_valid;
+    const int r0 = tile.m0 + row_in_tile;
+    const bool valid0 = r0 < tile.rows_valid;
+    const bool valid1 = r0 + 8 < tile.rows_valid;
+
+    if (!active) {  // no valid row here: only keep the ring in step
       for (int kb = 0; kb < k_blocks; ++kb) {
-        // Scales first: their latency hides behind the barrier wait and the wgmma.
-        const i64 k_off = static_cast<i64>(kb) * p.as_stride_k;
-        const float scale_a0 = valid0 ? sm90::ld_global_f32(sa0 + k_off) : 0.0f;
-        const float scale_a1 = valid1 ? sm90::ld_global_f32(sa1 + k_off) : 0.0f;
-        float scale_b[CHUNKS];
-#pragma unroll
-        for (int c = 0; c < CHUNKS; ++c) {
-          const bool in_n = tile.n0 + c * N_CHUNK < p.n;
-          scale_b[c] = (active && in_n)
-                           ? sm90::ld_global_f32(sb + c * p.bs_stride_n + kb * p.bs_stride_k)
-                           : 0.0f;
-        }
-
         sm90::mbar_wait(&full[stage], phase);
-        if (active) {
-          const u32 a_stage = a_base + stage * L::A_TILE;
-          const u32 b_stage = b_base + stage * L::B_TILE;
-          const u64 desc_a = sm90::smem_desc_k_major_sw128(a_stage);
-#pragma unroll
-          for (int c = 0; c < CHUNKS; ++c) {
-            const u64 desc_b = sm90::smem_desc_k_major_sw128(b_stage + c * N_CHUNK * BLOCK_K);
-#pragma unroll
-            for (int i = 0; i < 64; ++i) sm90::fence_operand(part[i]);
-            sm90::wgmma_fence();
-#pragma unroll
-            for (int ks = 0; ks < BLOCK_K / K_STEP; ++ks) {
-              // +32 bytes of k per step inside the swizzle atom: +2 in the address field.
-              sm90::wgmma_m64n128k32_e4m3(part, desc_a + 2 * ks, desc_b + 2 * ks, ks > 0);
-            }
-            sm90::wgmma_commit();
-            sm90::wgmma_wait<0>();
-#pragma unroll
-            for (int i = 0; i < 64; ++i) sm90::fence_operand(part[i]);
-            if (c == CHUNKS - 1) {  // the stage is read: hand it back to the producer
-              __syncwarp();
-              if (lane == 0) sm90::mbar_arrive(&empty[stage]);
-            }
-            const float s0 = scale_a0 * scale_b[c];
-            const float s1 = scale_a1 * scale_b[c];
-#pragma unroll
-            for (int i = 0; i < 64; ++i) acc[c * 64 + i] += part[i] * ((i & 2) ? s1 : s0);
-          }
-        } else {  // no valid row here: only keep the ring in step
-          __syncwarp();
-          if (lane == 0) sm90::mbar_arrive(&empty[stage]);
-        }
+        __syncwarp();
+        if (lane == 0) sm90::mbar_arrive(&empty[stage]);
         if (++stage == STAGES) {
           stage = 0;
           phase ^= 1;
         }
       }
+      continue;
+    }
 
-      // Epilogue straight from registers: rows below rows_valid, columns below n.
-      if (active) {
-        const i64 row_offset0 = tile.group * p.out_stride_g + static_cast<i64>(r0) * p.out_stride_m;
-        const i64 row_offset1 = row_offset0 + 8 * p.out_stride_m;
+    const float* sa0 = p.a_scale + tile.group * p.as_stride_g + static_cast<i64>(r0) * p.as_stride_m;
+    const float* sa1 = sa0 + 8 * p.as_stride_m;
+    const float* sb = p.b_scale + tile.group * p.bs_stride_g +
+                      static_cast<i64>(tile.n0 / SCALE_BLOCK) * p.bs_stride_n;
 #pragma unroll
-        for (int c = 0; c < CHUNKS; ++c) {
+    for (int i = 0; i < PART; ++i) acc[i] = 0.0f;
+
+    // Scales of k block kb (rows r0 and r0 + 8; the tile's columns share one b scale).
+    auto load_scales = [&](int kb, float& a0, float& a1, float& b) {
+      const i64 k_off = static_cast<i64>(kb) * p.as_stride_k;
+      a0 = valid0 ? sm90::ld_global_f32(sa0 + k_off) : 0.0f;
+      a1 = valid1 ? sm90::ld_global_f32(sa1 + k_off) : 0.0f;
+      b = sm90::ld_global_f32(sb + kb * p.bs_stride_k);
+    };
+    // The wgmma of one slice (of the k block in ring stage s) into d, the first
+    // instruction overwriting d; one commit group.
+    auto issue = [&](float(&d)[PART], int s, int slice) {
+      const u64 desc_a = sm90::smem_desc_k_major_sw128(a_base + s * L::A_TILE);
+      const u64 desc_b = sm90::smem_desc_k_major_sw128(b_base + s * L::B_TILE);
 #pragma unroll
-          for (int j = 0; j < 16; ++j) {
-            const int col = tile.n0 + c * N_CHUNK + 8 * j + col2;
-            if (col < p.n) {
-              const float* v = &acc[c * 64 + 4 * j];
-              if (valid0) store_pair<OUT_KIND>(p.out, row_offset0 + col, v[0], v[1]);
-              if (valid1) store_pair<OUT_KIND>(p.out, row_offset1 + col, v[2], v[3]);
-            }
-          }
+      for (int i = 0; i < PART; ++i) sm90::fence_operand(d[i]);
+      sm90::wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < STEPS_PER_SLICE; ++ks) {
+        // +32 bytes of k per step inside the swizzle atom: +2 in the address field.
+        const int k32 = slice * STEPS_PER_SLICE + ks;
+        sm90::wgmma_m64k32_e4m3<BLOCK_N>(d, desc_a + 2 * k32, desc_b + 2 * k32, ks > 0);
+      }
+      sm90::wgmma_commit();
+    };
+
+    for (int kb = 0; kb < k_blocks; ++kb) {
+      // Scales first: their latency hides behind the barrier wait and the wgmma.
+      float scale_a0, scale_a1, scale_b;
+      load_scales(kb, scale_a0, scale_a1, scale_b);
+      const float s0 = scale_a0 * scale_b;
+      const float s1 = scale_a1 * scale_b;
+      sm90::mbar_wait(&full[stage], phase);
+#pragma unroll
+      for (int h = 0; h < SLICES; ++h) {
+        issue(part, stage, h);
+        sm90::wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < PART; ++i) sm90::fence_operand(part[i]);
+        if (h == SLICES - 1) {  // the stage is read: hand it back to the producer
+          __syncwarp();
+          if (lane == 0) sm90::mbar_arrive(&empty[stage]);
         }
+        // The slices of one k block are summed in fp32, then scaled once: the same
+        // products as a whole-block partial, so an infinite scale still gives +-Inf
+        // rather than Inf - Inf from two slices of opposite sign.
+#pragma unroll
+        for (int i = 0; i < PART; ++i) block[i] = h == 0 ? part[i] : block[i] + part[i];
+      }
+#pragma unroll
+      for (int i = 0; i < PART; ++i) acc[i] += block[i] * ((i & 2) ? s1 : s0);
+      if (++stage == STAGES) {
+        stage = 0;
+        phase ^= 1;
+      }
+    }
+
+    // Nothing is in flight here, but ptxas cannot prove it through the loop's exit; without
+    // this wait it guards the divergent epilogue itself and serialises every wgmma (C7518).
+    sm90::wgmma_wait<0>();
+
+    // Epilogue straight from registers: rows below rows_valid, columns below n.
+    const i64 row_offset0 = tile.group * p.out_stride_g + static_cast<i64>(r0) * p.out_stride_m;
+    const i64 row_offset1 = row_offset0 + 8 * p.out_stride_m;
+#pragma unroll
+    for (int j = 0; j < PART / 4; ++j) {
+      const int col = tile.n0 + 8 * j + col2;
+      if (col < p.n) {
+        const float* v = &acc[4 * j];
+        if (valid0) store_pair<OUT_KIND>(p.out, row_offset0 + col, v[0], v[1]);
+        if (valid1) store_pair<OUT_KIND>(p.out, row_offset1 + col, v[2], v[3]);
       }
     }
   }

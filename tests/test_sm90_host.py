@@ -29,11 +29,11 @@ def test_runs_only_on_hopper_and_builds_for_sm_90a():
     assert sm90.target_for(H100) == "sm_90a"
     assert sm90.FAMILY.check_targets == ("sm_90a",)
     assert {pattern for _, pattern in sm90.check_specs("sm_90a")} == {r"QGMMA"}
-    assert sm90.FAMILY.validated_archs == ()
+    assert sm90.FAMILY.validated_archs == (90,)
 
 
-@pytest.mark.parametrize("expected_m, block_m, warpgroups", [(1, 64, 1), (64, 64, 1),
-                                                            (65, 128, 2), (1024, 128, 2)])
+@pytest.mark.parametrize("expected_m, block_m, warpgroups", [(1, 64, 1), (48, 64, 1),
+                                                            (49, 128, 2), (1024, 128, 2)])
 def test_block_m_follows_expected_m(expected_m, block_m, warpgroups):
     config = sm90.choose_config(problem(expected_m=expected_m), H100)
     assert (config.block_m, config.consumer_warpgroups) == (block_m, warpgroups)
@@ -48,14 +48,23 @@ def test_worked_examples_of_the_docstring():
     assert (decode.block_m, decode.block_n, decode.stages) == (64, 128, 9)
 
 
-def test_block_n_defaults_to_128_and_256_is_an_explicit_config():
+def test_block_n_defaults_to_128_and_192_x_64_is_an_explicit_config():
     for em in (1, 64, 65, 4096):
-        assert sm90.choose_config(problem(expected_m=em), H100).block_n == 128
-    config = sm90.Sm90Config(128, 256, sm90.max_stages(128, 256, H100), OutKind.BF16)
-    assert config.stages == (232448 - 1024) // (49152 + 16) == 4
+        config = sm90.choose_config(problem(expected_m=em), H100)
+        assert config.block_n == 128 and config.promote_k == sm90.DEFAULT_PROMOTE_K == 64
+    config = sm90.Sm90Config(192, 64, sm90.max_stages(192, 64, H100), OutKind.BF16, 128)
+    assert config.stages == (232448 - 1024) // (32768 + 16) == 7
+    assert "192, 64, 7, 3, 128, 0>" in config.expression()
     plan = sm90.plan(problem(groups=4, expected_m=256), H100, config)
-    assert plan.config == config and plan.block == (384, 1, 1)
+    assert plan.config == config and plan.block == (512, 1, 1)
     assert plan.smem_bytes == config.smem_bytes <= H100.smem_per_block_optin
+
+
+@pytest.mark.parametrize("block_m, block_n, promote_k", [(256, 64, 64), (128, 256, 64),
+                                                         (64, 128, 16), (100, 128, 64)])
+def test_configs_the_kernel_does_not_offer_are_refused(block_m, block_n, promote_k):
+    with pytest.raises(ValueError, match="unsupported sm90 config"):
+        sm90.Sm90Config(block_m, block_n, 2, OutKind.BF16, promote_k)
 
 
 @pytest.mark.parametrize("device", [H100, H100_PCIE, SMALL_SMEM])
@@ -94,14 +103,14 @@ def test_grid_is_no_larger_than_the_tile_count():
 
 
 def test_a_given_config_takes_the_problems_out_kind():
-    config = sm90.Sm90Config(128, 256, 4, OutKind.BF16)
+    config = sm90.Sm90Config(192, 64, 4, OutKind.BF16)
     plan = sm90.plan(problem(expected_m=256, out_kind=OutKind.F32), H100, config)
     assert plan.config.out_kind == OutKind.F32 and plan.spec.expression.endswith(", 2>")
 
 
 def test_expression_names_every_template_argument():
-    config = sm90.Sm90Config(128, 256, 4, OutKind.F32)
-    assert config.expression() == "sm90_fp8_masked_gemm<128, 256, 4, 2, 2>"
+    config = sm90.Sm90Config(192, 64, 4, OutKind.F32, 32)
+    assert config.expression() == "sm90_fp8_masked_gemm<192, 64, 4, 3, 32, 2>"
 
 
 def test_sizes_beyond_int32_are_refused_naming_the_argument():
@@ -216,5 +225,6 @@ def test_instances_compile_without_spills_or_ignored_register_hints(spec):
     if check.sass is None:
         pytest.skip("no disassembler installed: SASS not checked")
     assert check.tensor_core_ok and check.local_memory_ops == 0
-    assert "QGMMA.64x128x32.F32.E4M3.E4M3" in check.sass
+    block_n = int(spec.expression.split(",")[1])
+    assert f"QGMMA.64x{block_n}x32.F32.E4M3.E4M3" in check.sass
     assert "UTMALDG.3D" in check.sass

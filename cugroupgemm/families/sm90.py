@@ -1,7 +1,7 @@
 """Host half of kernels_cu/sm90_fp8_masked_gemm.cu: TMA + wgmma on Hopper (sm_90a).
 
-A persistent kernel: at most one CTA per SM walks the masked tile list (group, m tile,
-n tile; m tiles past clamp(masked_m[g], 0, m) skipped) with a stride of the grid size.
+A persistent kernel: at most one CTA per SM walks the masked tile list (group, n tile,
+m tile; m tiles past clamp(masked_m[g], 0, m) skipped) with a stride of the grid size.
 Each CTA has one TMA producer warpgroup and BLOCK_M / 64 consumer warpgroups; stages of
 (BLOCK_M + BLOCK_N) x 128 bytes fill whatever shared memory the device offers.
 """
@@ -25,9 +25,13 @@ SOURCE = "sm90_fp8_masked_gemm.cu"
 TARGET = "sm_90a"
 BLOCK_K = 128  # bytes of k per stage: one 128-byte swizzle span, one scale block
 WG_ROWS = 64  # rows per consumer warpgroup (the wgmma M)
-BLOCK_N_CHOICES = (128, 256)  # multiples of the 128-column b-scale block
-DEFAULT_BLOCK_N = 128
-DECODE_MAX_EXPECTED_M = 64  # expected_m up to this: 64-row tiles, one consumer warpgroup
+BLOCK_N_CHOICES = (64, 128)  # inside one 128-column b-scale block
+MAX_CONSUMER_WARPGROUPS = 3  # a fourth would leave each fewer registers than a tile needs
+# k per wgmma chain before its partial is scaled into the fp32 accumulators. Hopper's fp8
+# wgmma accumulates with fewer bits than fp32 (docs/performance.md, "Accuracy"), so the
+# chain is kept shorter than the 128-wide scale block.
+PROMOTE_K_CHOICES = (32, 64, 128)
+DEFAULT_PROMOTE_K = 64
 # Mirrors of kernels_cu/sm90_fp8_masked_gemm.cu (Layout): barrier bytes per stage (full +
 # empty mbarrier) and the slack for aligning the dynamic window to 1024 bytes.
 BARRIER_BYTES_PER_STAGE = 16
@@ -47,6 +51,13 @@ class Sm90Config:
     block_n: int
     stages: int
     out_kind: OutKind
+    promote_k: int = DEFAULT_PROMOTE_K
+
+    def __post_init__(self):
+        if (self.block_m % WG_ROWS or not 1 <= self.block_m // WG_ROWS <= MAX_CONSUMER_WARPGROUPS
+                or self.block_n not in BLOCK_N_CHOICES
+                or self.promote_k not in PROMOTE_K_CHOICES):
+            raise ValueError(f"unsupported sm90 config {self}")
 
     @property
     def consumer_warpgroups(self) -> int:
@@ -66,7 +77,7 @@ class Sm90Config:
 
     def expression(self) -> str:
         return (f"sm90_fp8_masked_gemm<{self.block_m}, {self.block_n}, {self.stages}, "
-                f"{self.consumer_warpgroups}, {int(self.out_kind)}>")
+                f"{self.consumer_warpgroups}, {self.promote_k}, {int(self.out_kind)}>")
 
 
 def stage_bytes(block_m: int, block_n: int) -> int:
@@ -87,17 +98,22 @@ def tiles(problem: Problem, block_m: int, block_n: int, rows: int) -> int:
     return problem.num_groups * -(-rows // block_m) * -(-problem.n // block_n)
 
 
+# (largest expected_m, block_m, block_n), smallest first; past the last entry, the
+# prefill tile. Measured on the H200 (docs/performance.md, 2026-12-01): 64 x 128 streams b
+# fastest while a group's rows fit 64 rows; beyond, 128 x 128 (a tile that covers a
+# group's rows reads b once) was as fast as or faster than 64 x 128 and 192 x 64.
+TILES = ((48, 64, 128),)
+PREFILL_TILE = (128, 128)
+
+
 def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
     """Tile shape from expected_m, stages from the device's shared memory.
 
-    - block_m: 64 (one consumer warpgroup) when expected_m <= 64 (decode: fewer wasted
-      rows per tile), else 128 (two consumer warpgroups, prefill).
-    - block_n: 128. The kernel also offers 256 (pass a config to ``plan``), which reads a
-      once per 256 columns but promotes its two 128-column halves one after the other
-      (128 accumulator + 64 partial registers fit; 128 + 128 would not). A wave count
-      cannot choose between them: with T tiles at 128 and T' >= T / 2 at 256 on S SMs,
-      ceil(T / S) * 128 <= ceil(T' / S) * 256 always, so 256 only pays if its tiles run
-      faster per flop; that waits for a measurement on the H100.
+    - block_m x block_n: the first TILES entry whose expected_m bound holds, else
+      PREFILL_TILE. Decode is bound by streaming b, once per m tile of each group: a tile
+      that covers a group's rows reads b once (the spare warpgroups of a tile past
+      masked_m skip their wgmma); prefill is bound by the tensor core.
+    - promote_k: DEFAULT_PROMOTE_K (accuracy; docs/performance.md).
     - stages: as many (block_m + block_n) x 128-byte stages (+ 16 bytes of barriers) as
       fit the device's opt-in shared memory (smem_per_block_optin, less 1024 bytes of
       alignment slack), at most 16; fewer than 2 is an error.
@@ -107,8 +123,8 @@ def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
     7 * 32784 + 1024 = 230512 B, 384 threads. Decode, expected_m = 8: block_m 64,
     stages = 231424 // 24592 = 9, smem 222352 B, 256 threads.
     """
-    block_m = WG_ROWS if problem.expected_m <= DECODE_MAX_EXPECTED_M else 2 * WG_ROWS
-    block_n = DEFAULT_BLOCK_N
+    block_m, block_n = next(((bm, bn) for bound, bm, bn in TILES
+                             if problem.expected_m <= bound), PREFILL_TILE)
     stages = max_stages(block_m, block_n, info)
     if stages < MIN_STAGES:
         raise UnsupportedDeviceError(
@@ -177,16 +193,21 @@ def extra_arguments(plan: LaunchPlan, views: dict[str, TensorView]) -> tuple:
 
 def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
     """Every tile shape the heuristics can pick, planned for ``info``, bf16 out."""
-    shapes = [(WG_ROWS, 128), (2 * WG_ROWS, 128), (2 * WG_ROWS, 256)]
+    shapes = [(bm, bn) for _, bm, bn in TILES] + [PREFILL_TILE]
     return [Sm90Config(bm, bn, max_stages(bm, bn, info), OutKind.BF16) for bm, bn in shapes]
 
 
 def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
     configs = reference_configs()
-    # The other output kinds on the decode and the widest prefill shape.
-    configs += [Sm90Config(configs[0].block_m, configs[0].block_n, configs[0].stages, OutKind.F32),
-                Sm90Config(configs[2].block_m, configs[2].block_n, configs[2].stages, OutKind.F16),
-                Sm90Config(configs[2].block_m, configs[2].block_n, configs[2].stages, OutKind.F32)]
+    decode, prefill = configs[0], configs[-1]
+    # The other output kinds on the decode and prefill shapes; the three-warpgroup tile
+    # and the other promote_k choices, which a caller can ask for through plan(config=).
+    configs += [dataclasses.replace(decode, out_kind=OutKind.F32),
+                dataclasses.replace(prefill, out_kind=OutKind.F16),
+                dataclasses.replace(prefill, out_kind=OutKind.F32),
+                Sm90Config(192, 64, max_stages(192, 64, REFERENCE_DEVICE), OutKind.BF16),
+                dataclasses.replace(prefill, promote_k=128),
+                dataclasses.replace(prefill, promote_k=32)]
     return [(KernelSpec(SOURCE, config.expression(), target), r"QGMMA") for config in configs]
 
 
@@ -198,6 +219,6 @@ FAMILY = Family(
     target_for=target_for,
     plan=plan,
     check_specs=check_specs,
-    validated_archs=(),
+    validated_archs=(90,),  # H100 and H200 (tests/test_sm90_gpu.py)
     extra_arguments=extra_arguments,
 )

@@ -1,0 +1,98 @@
+"""Time sm90 tile configs on the benchmark's shapes, and measure accuracy per promote_k.
+
+    python scripts/tune_sm90.py [--quick] [--accuracy]
+
+Each config is forced through the dispatcher; times are CUDA-event medians (the
+benchmark's timer) on the benchmark's rotated inputs, drawn once per shape. Prints one
+line per (shape, config); the fastest is marked *, the heuristic's choice "default".
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+from unittest import mock
+
+from cugroupgemm import bench, bench_shapes, dispatch
+from cugroupgemm.bench_timing import time_calls
+from cugroupgemm.device import device_info
+from cugroupgemm.dtypes import OutKind
+from cugroupgemm.families import sm90
+
+CANDIDATES = [  # block_m, block_n, promote_k
+    (64, 128, 64), (64, 128, 128), (128, 128, 64), (128, 128, 128), (128, 128, 32),
+    (192, 64, 64), (192, 64, 128),
+]
+
+
+@contextlib.contextmanager
+def forced(config):
+    family = dataclasses.replace(sm90.FAMILY, plan=functools.partial(sm90.plan, config=config))
+    with mock.patch.object(dispatch, "choose_family", lambda *args, **kwargs: family):
+        yield
+
+
+def config_of(candidate, info):
+    block_m, block_n, promote_k = candidate
+    return sm90.Sm90Config(block_m, block_n, sm90.max_stages(block_m, block_n, info),
+                           OutKind.F16, promote_k)
+
+
+def tune(shapes, info):
+    for shape in shapes:
+        case = bench.make_case(shape)
+        work = bench_shapes.work(shape, case.masked_m, 2)
+        default = sm90.choose_config(sm90.Problem(shape.groups, shape.m, shape.n, shape.k,
+                                                  shape.expected_m, OutKind.F16), info)
+        rows = []
+        for candidate in CANDIDATES:
+            with forced(config_of(candidate, info)):
+                prepared = bench.prepare_ours(case, OutKind.F16)
+                rows.append((time_calls(prepared.call, len(case.inputs), 30).microseconds,
+                             candidate))
+        best = min(us for us, _ in rows)
+        for us, candidate in rows:
+            mark = "*" if us == best else " "
+            chosen = "default" if config_of(candidate, info) == default else ""
+            print(f"{shape.label:8s} G{shape.groups:<3d} em{shape.expected_m:<5d} n{shape.n:<5d} "
+                  f"k{shape.k:<5d} {str(candidate):26s} {us:8.1f} us "
+                  f"{work.flops / us / 1e6:7.1f} TF {work.bytes / us / 1e3:6.0f} GB/s {mark} {chosen}",
+                  flush=True)
+
+
+def accuracy(info):
+    import cupy as cp
+
+    from cugroupgemm import batch_deepgemm_fp8_nt_groupwise
+    from cugroupgemm.testing import make_gemm_inputs, reference_gpu
+
+    groups, m, n, k = 8, 1024, 4096, 7168
+    inputs = make_gemm_inputs(groups, m, n, k, [m] * groups, seed=1)
+    ref = reference_gpu(**inputs)
+    for candidate in [(128, 128, 128), (128, 128, 64), (128, 128, 32), (192, 64, 64),
+                      (64, 128, 64)]:
+        with forced(config_of(candidate, info)):
+            out = batch_deepgemm_fp8_nt_groupwise(**inputs, expected_m=m, out_dtype="float32")
+        err = out.astype(cp.float64) - ref
+        excess = float((cp.abs(err) - 3e-2 * (1 + cp.abs(ref))).max())
+        bias = float((err * cp.sign(ref)).mean())
+        print(f"accuracy G{groups} m{m} n{n} k{k} {str(candidate):26s} std(err) "
+              f"{float(err.std()):.2e} max|err| {float(cp.abs(err).max()):.3e} "
+              f"max excess over 3e-2(1+|ref|) {excess:+.3e} bias toward 0 {bias:+.2e}", flush=True)
+
+
+def main():
+    import cupy as cp
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--accuracy", action="store_true")
+    args = parser.parse_args()
+    info = device_info(cp.cuda.Device().id)
+    if args.accuracy:
+        accuracy(info)
+    tune(bench_shapes.QUICK if args.quick else bench_shapes.HOPPER, info)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,10 @@
 A family is one kernel source in kernels_cu/ plus its host half in
 cugroupgemm/families/ (same stem): which GPUs it runs on, the exact target it is
 compiled for there, its heuristics, and the instances CI compiles and disassembles.
+
+A family that has never been validated on the GPU's architecture is used only once its
+first-use self-check (selfcheck.py) agrees with the portable kernel; until then, and
+after a failed check, the next family in the preference order is taken.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import env
+from . import env, selfcheck
 from .build import KernelSpec
 from .device import DeviceInfo
 from .dlpack import TensorView
@@ -37,9 +41,9 @@ class Family:
 
 
 def families() -> dict[str, Family]:
-    from .families import portable, sm90
+    from .families import portable, sm90, sm100
 
-    return {family.name: family for family in (portable.FAMILY, sm90.FAMILY)}
+    return {family.name: family for family in (portable.FAMILY, sm90.FAMILY, sm100.FAMILY)}
 
 
 # Preference order: the fastest family that runs on the device wins.
@@ -47,7 +51,8 @@ PREFERENCE = ("sm100", "sm90", "portable")
 
 
 def choose_family(info: DeviceInfo, forced: str | None = None) -> Family:
-    """The family for ``info``; ``forced`` (or CUGROUPGEMM_KERNEL) overrides the choice."""
+    """The family for ``info``; ``forced`` (or CUGROUPGEMM_KERNEL) overrides the choice
+    and skips the self-check (that is how an unvalidated family is debugged)."""
     known = families()
     forced = forced or env.forced_family()
     if forced:
@@ -61,8 +66,9 @@ def choose_family(info: DeviceInfo, forced: str | None = None) -> Family:
                 f"{info.name} (compute capability {info.cc[0]}.{info.cc[1]})")
         return family
     for name in PREFERENCE:
-        if name in known and known[name].runs_on(info):
-            return known[name]
+        family = known.get(name)
+        if family is not None and family.runs_on(info) and selfcheck.trusted(family, info):
+            return family
     raise UnsupportedDeviceError(
         f"cugroupgemm needs compute capability 8.0 or newer; {info.name} (device "
         f"{info.device_id}) has {info.cc[0]}.{info.cc[1]}")

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def _flag(name: str) -> bool:
@@ -16,6 +17,12 @@ def forced_family() -> str | None:
     """CUGROUPGEMM_KERNEL: force a kernel family (portable, sm90, sm100)."""
     value = os.environ.get("CUGROUPGEMM_KERNEL", "").strip().lower()
     return value or None
+
+
+def self_check() -> bool:
+    """CUGROUPGEMM_SELFCHECK: compare a family never validated on this GPU's architecture
+    with the portable kernel on first use (default on; 0/false/no/off trusts it)."""
+    return os.environ.get("CUGROUPGEMM_SELFCHECK", "").strip().lower() not in _FALSE
 
 
 def check_masked_m() -> bool:

@@ -45,6 +45,14 @@ def test_every_claimed_target_is_covered():
     assert {"sm_80", "sm_89", "sm_90a", "sm_100a"} <= targets
 
 
+def test_the_sm100_family_is_checked_on_sm_100a_and_sm_100f():
+    """Never run on hardware: these compile and SASS checks are what CI can hold it to."""
+    targets = {spec.target for name, spec, _ in GEMM_JOBS if name == "sm100"}
+    assert targets == {"sm_100a", "sm_100f"}
+    assert all("UTCQMMA" in pattern and "UTMALDG" in pattern
+               for name, _, pattern in GEMM_JOBS if name == "sm100")
+
+
 def test_check_command_prints_one_line_per_kernel(capsys, tmp_path):
     from cugroupgemm.__main__ import main
 

@@ -5,6 +5,11 @@ Imports CuPy (a runtime dependency) lazily, and never a framework.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import os
+
 
 def make_gemm_inputs(groups, m, n, k, masked_m, seed=0):
     """Fresh random CuPy inputs: normal data quantised with plain (non-power-of-two) scales.
@@ -84,3 +89,88 @@ def to_cupy_float64(x):
     if x.dtype.itemsize == 2 and x.dtype.kind not in "fiu":  # CuPy bfloat16 (ml_dtypes)
         return (x.view(cp.uint16).astype(cp.uint32) << 16).view(cp.float32).astype(cp.float64)
     return x.astype(cp.float64)
+
+
+# Poison: bit patterns no result of a finite GEMM holds (finite huge bf16 / f32 values,
+# a non-canonical NaN in f16), so a test can tell written elements from untouched ones.
+POISON_BITS = {2: 0x7E57, 4: 0x7E577E57}
+
+
+class PoisonedOutput:
+    """A (G, m, n) output view inside a larger CuPy buffer of poison bits.
+
+    ``front`` poisoned elements come before the first row, ``back`` after the last, and
+    each row is followed by ``row_pad`` more: every element a call must not write is in
+    the buffer, so ``assert_only_valid_rows_written`` sees any stray store.
+    """
+
+    def __init__(self, shape, dtype, row_pad=0, front=256, back=4096):
+        import cupy as cp
+        import numpy as np
+
+        dtype = np.dtype(dtype)
+        groups, m, n = shape
+        self.shape, self.row_pad, self.front = tuple(shape), row_pad, front
+        self.bits = cp.full(front + groups * m * (n + row_pad) + back,
+                            POISON_BITS[dtype.itemsize], dtype=f"uint{8 * dtype.itemsize}")
+        self.out = self.region(self.bits.view(dtype))
+
+    def region(self, whole):
+        """The slice of ``whole`` (an array the size of the buffer) that ``out`` is."""
+        groups, m, n = self.shape
+        end = self.front + groups * m * (n + self.row_pad)
+        return whole[self.front:end].reshape(groups, m, n + self.row_pad)[:, :, :n]
+
+
+def assert_only_valid_rows_written(poisoned: PoisonedOutput, masked_m):
+    """Rows [0, clamp(masked_m[g], 0, m)) of every group were written; nothing else was."""
+    import cupy as cp
+    import numpy as np
+
+    m = poisoned.shape[1]
+    valid = cp.zeros(poisoned.bits.shape, dtype=cp.bool_)
+    region = poisoned.region(valid)
+    for g, rows in enumerate(np.clip(cp.asnumpy(cp.asarray(masked_m)).astype(np.int64), 0, m)):
+        region[g, :rows] = True
+    untouched = poisoned.bits == POISON_BITS[poisoned.bits.dtype.itemsize]
+    stray = ~untouched & ~valid
+    if bool(stray.any()):
+        first = int(cp.argmax(stray))
+        raise AssertionError(f"{int(stray.sum())} elements outside the valid rows were written; "
+                             f"the first at buffer index {first} (out starts at "
+                             f"{poisoned.front}, rows padded by {poisoned.row_pad})")
+    missing = int((untouched & valid).sum())
+    assert missing == 0, f"{missing} elements of valid rows still hold the poison"
+
+
+F16_PATH = "portable-f16"  # the portable kernel's sm_80 path (e4m3 -> f16 with integer ops)
+
+
+def runnable_families(info) -> list[str]:
+    """Every kernel variant that runs on ``info``: the families, plus the portable kernel's
+    sm_80 conversion path wherever the portable family runs."""
+    from . import dispatch
+
+    names = [name for name, family in dispatch.families().items() if family.runs_on(info)]
+    return names + ([F16_PATH] if "portable" in names else [])
+
+
+@contextlib.contextmanager
+def kernel_family(name: str):
+    """Force a kernel family (CUGROUPGEMM_KERNEL) for the duration; ``F16_PATH`` forces the
+    portable kernel's integer e4m3 -> f16 conversion (what sm_80 runs) on this GPU."""
+    from .families import portable
+
+    saved_env, saved_family = os.environ.get("CUGROUPGEMM_KERNEL"), portable.FAMILY
+    os.environ["CUGROUPGEMM_KERNEL"] = "portable" if name == F16_PATH else name
+    if name == F16_PATH:
+        portable.FAMILY = dataclasses.replace(
+            saved_family, plan=functools.partial(portable.plan, native_fp8_mma=False))
+    try:
+        yield
+    finally:
+        portable.FAMILY = saved_family
+        if saved_env is None:
+            os.environ.pop("CUGROUPGEMM_KERNEL", None)
+        else:
+            os.environ["CUGROUPGEMM_KERNEL"] = saved_env

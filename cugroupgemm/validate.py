@@ -19,6 +19,9 @@ from .problem import Problem
 SUPPORTED_GRANULARITY = (1, 128, 128)
 OPERAND_ALIGN_BYTES = 16  # cp.async / TMA move 16-byte chunks of a and b rows
 OUT_ROW_ALIGN_ELEMENTS = 8  # vectorised epilogue stores
+# NOTE: the params struct (kernels_cu/common/params.cuh) holds groups, m, n and k as int32;
+# ctypes would wrap a larger value silently and the kernel would compute the wrong problem.
+MAX_EXTENT = 2**31 - 1
 
 
 def _shape_text(shape) -> str:
@@ -29,6 +32,13 @@ def check_device_array(view: TensorView, argument: str):
     if view.device_type != KDL_CUDA:
         raise ArgumentValueError(f"{argument}: expected an array on a CUDA device, got one on "
                                  f"{device_name(view.device_type)}")
+
+
+def check_non_negative_extents(view: TensorView, argument: str):
+    """DLPack extents are int64: a negative one is a broken producer, refused by name."""
+    if any(extent < 0 for extent in view.shape):
+        raise ArgumentValueError(f"{argument}: expected non-negative extents, got shape "
+                                 f"{_shape_text(view.shape)}")
 
 
 def check_same_device(views: dict[str, TensorView]) -> int:
@@ -120,6 +130,7 @@ def check_gemm(a: TensorView, b: TensorView, a_scale: TensorView, b_scale: Tenso
         views["out"] = out
     for name, view in views.items():
         check_device_array(view, name)
+        check_non_negative_extents(view, name)
     check_same_device(views)
     check_granularity(granularity)
 
@@ -138,6 +149,7 @@ def check_gemm(a: TensorView, b: TensorView, a_scale: TensorView, b_scale: Tenso
     if n == 0 or n % 16:
         raise ArgumentValueError(f"b: expected n (b.shape[1]) to be a positive multiple of 16, "
                                  f"got n={n}")
+    _check_int32_extents(num_groups, m, n, k)
     _check_operand(a, "a")
     _check_operand(b, "b")
     problem = Problem(num_groups, m, n, k, check_expected_m(expected_m, m), out_kind)
@@ -150,9 +162,21 @@ def check_gemm(a: TensorView, b: TensorView, a_scale: TensorView, b_scale: Tenso
     if num_groups > 1 and masked_m.strides[0] != 1:
         raise ArgumentValueError(f"masked_m: expected a contiguous array, got stride "
                                  f"{masked_m.strides[0]}")
+    if masked_m.ptr % 4:
+        raise ArgumentValueError(f"masked_m: expected a 4-byte aligned start, got "
+                                 f"0x{masked_m.ptr:x}")
     if out is not None:
         check_out(out, problem)
     return problem
+
+
+def _check_int32_extents(num_groups: int, m: int, n: int, k: int):
+    for argument, what, value in (("a", "groups (a.shape[0])", num_groups),
+                                  ("a", "m (a.shape[1])", m), ("b", "n (b.shape[1])", n),
+                                  ("a, b", "k", k)):
+        if value > MAX_EXTENT:
+            raise ArgumentValueError(f"{argument}: expected {what} at most 2^31 - 1 (the "
+                                     f"kernels hold it in int32), got {value}")
 
 
 def check_out(out: TensorView, problem: Problem):
@@ -170,9 +194,11 @@ def check_out(out: TensorView, problem: Problem):
             f"that are multiples of {OUT_ROW_ALIGN_ELEMENTS} elements and a 16-byte aligned "
             f"start, got "
             f"strides {_shape_text(out.strides)} and address 0x{out.ptr:x}")
-    if problem.num_groups > 1 and out.strides[0] < problem.m * out.strides[1]:
+    # The elements one group's rows cover: (m - 1) row strides plus one row of n.
+    group_span = (problem.m - 1) * out.strides[1] + problem.n
+    if problem.num_groups > 1 and problem.m > 0 and out.strides[0] < group_span:
         raise ArgumentValueError(f"out: groups overlap: group stride {out.strides[0]} is less "
-                                 f"than m * row stride = {problem.m * out.strides[1]}")
+                                 f"than (m - 1) * row stride + n = {group_span}")
     if problem.m > 1 and out.strides[1] < problem.n:
         raise ArgumentValueError(f"out: rows overlap: row stride {out.strides[1]} is less than "
                                  f"n = {problem.n}")

@@ -1,14 +1,22 @@
-"""The public GEMM: intake -> validate -> dispatch -> build -> launch -> hand back."""
+"""The public GEMM: intake -> validate -> allocate -> dispatch -> plan -> launch.
+
+``check_problem`` and ``launch_gemm`` are the core every caller shares: the eager
+function below, and the compiler adapters (``jax_ops``, ``torch_ops``), which make their
+views at trace time (abstract) and at run time (XLA's or torch's buffers) themselves.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from . import dispatch, env, frameworks, intake, validate
+from . import capture, dispatch, env, frameworks, intake, validate
+from .build import load_kernel
 from .device import device_info
+from .dlpack import TensorView
 from .dtypes import OutKind, out_kind_from_user
 from .errors import ArgumentTypeError, MaskedMError
-from .launch import gemm_params, launch
+from .launch import LaunchPlan, gemm_params, launch
+from .problem import Problem
 
 log = logging.getLogger("cugroupgemm")
 
@@ -26,42 +34,71 @@ def batch_deepgemm_fp8_nt_groupwise(a, b, a_scale, b_scale, masked_m, expected_m
     context = intake.call_context(a, "a", stream)
     if out is not None and frameworks.framework_of(out) == "jax":
         raise ArgumentTypeError("out: JAX arrays are immutable and cannot be written in place; "
-                                "call without out= (or use the JAX adapter's aliasing)")
+                                "call without out= (or use cugroupgemm.jax_ops, whose out= "
+                                "is aliased)")
     arrays = {"a": a, "b": b, "a_scale": a_scale, "b_scale": b_scale, "masked_m": masked_m}
     if out is not None:
         arrays["out"] = out
     views = intake.take_arrays(arrays, context)
-    # NOTE: as the spec says, out_dtype is ignored when out is given (out's dtype wins;
-    # validate rejects an out whose dtype is not an output kind).
-    out_kind = (out_kind_from_user(out_dtype) if out is None
-                else OutKind.of(views["out"].dtype) or OutKind.BF16)
-    problem = validate.check_gemm(views["a"], views["b"], views["a_scale"], views["b_scale"],
-                                  views["masked_m"], expected_m, scale_granularity_mnk,
-                                  views.get("out"), out_kind)
+    problem = check_problem(views, expected_m, scale_granularity_mnk, out_dtype)
     if check_masked_m if check_masked_m is not None else env.check_masked_m():
         _raise_on_bad_masked_m(views["masked_m"], problem.m, context)
 
     if out is None:
-        out_view, result = frameworks.allocate(
+        views["out"], result = frameworks.allocate(
             context.framework, (problem.num_groups, problem.m, problem.n),
-            out_kind.dtype, context.device_id, context.stream)
+            problem.out_kind.dtype, context.device_id, context.stream)
     else:
-        out_view, result = views["out"], out
-    if problem.is_empty:
-        return result
+        result = out
+    launch_gemm(views, problem, context.device_id, context.stream)
+    return result
 
-    info = device_info(context.device_id)
+
+def check_problem(views: dict[str, TensorView], expected_m, granularity,
+                  out_dtype=None) -> Problem:
+    """Every host-side rule on the views of "a", "b", "a_scale", "b_scale", "masked_m"
+    and the optional "out"; returns the problem they describe.
+
+    NOTE: as the spec says, out_dtype is ignored when out is given (out's dtype wins;
+    validate rejects an out whose dtype is not an output kind).
+    """
+    out = views.get("out")
+    out_kind = (out_kind_from_user(out_dtype) if out is None
+                else OutKind.of(out.dtype) or OutKind.BF16)
+    return validate.check_gemm(views["a"], views["b"], views["a_scale"], views["b_scale"],
+                               views["masked_m"], expected_m, granularity, out, out_kind)
+
+
+def launch_gemm(views: dict[str, TensorView], problem: Problem, device_id: int,
+                stream: int) -> None:
+    """Launch the GEMM on validated views (``out`` included) on a raw CUDA stream handle.
+
+    Host work only: no allocation, no synchronisation, so it may run while the stream
+    is being captured into a CUDA graph or an XLA command buffer.
+    """
+    if problem.is_empty:
+        return
+    info = device_info(device_id)
     family = dispatch.choose_family(info)
     plan = family.plan(problem, info)
     if env.print_config():
         print(f"cugroupgemm: {family.name} {plan.spec.expression} for {plan.spec.target} "
               f"grid={plan.grid} block={plan.block} smem={plan.smem_bytes} {problem}")
-    views["out"] = out_view
+    _prepare(plan, device_id)
     params = gemm_params(problem, views["a"], views["b"], views["a_scale"], views["b_scale"],
-                         views["masked_m"], out_view)
-    launch(plan, context.device_id, context.stream, params,
-           *family.extra_arguments(plan, views))
-    return result
+                         views["masked_m"], views["out"])
+    launch(plan, device_id, stream, params, *family.extra_arguments(plan, views))
+
+
+def _prepare(plan: LaunchPlan, device_id: int):
+    """Compile and load the plan's kernel (cached after the first call).
+
+    NOTE: XLA records command buffers, and torch CUDA graphs, by stream capture, so the
+    first call of a kernel can come while this thread is capturing; loading a module is
+    then refused unless the thread is in relaxed capture mode.
+    """
+    with capture.relaxed_capture_mode():
+        load_kernel(plan.spec, device_id).allow_dynamic_smem(plan.smem_bytes)
 
 
 def _raise_on_bad_masked_m(view, m: int, context):

@@ -1,0 +1,125 @@
+"""The torch adapter on a GPU: the custom ops against the eager call and the float64
+reference, torch.compile(fullgraph=True), CUDA graph replay with new data and masked_m,
+and opcheck on CUDA tensors."""
+
+import numpy as np
+import pytest
+from conftest import (
+    assert_close_to_reference,
+    make_gemm_inputs,
+    reference_gpu,
+    to_cupy_float64,
+)
+
+import cugroupgemm
+
+torch = pytest.importorskip("torch")
+from cugroupgemm import torch_ops  # noqa: E402
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="torch has no GPU here")]
+
+POISON = -7.0
+
+
+def to_torch(inputs):
+    """CuPy test inputs (e4m3 as uint8) as torch tensors (float8_e4m3fn)."""
+    tensors = {name: torch.from_dlpack(array) for name, array in inputs.items()}
+    for name in ("a", "b"):
+        tensors[name] = tensors[name].view(torch.float8_e4m3fn)
+    return tensors
+
+
+def gemm(**kwargs):
+    return torch_ops.batch_deepgemm_fp8_nt_groupwise(**kwargs)
+
+
+def test_functional_op_matches_eager_and_zeroes_rows_past_the_mask():
+    masked = [37, 100, 0]
+    inputs = make_gemm_inputs(3, 100, 256, 512, masked, seed=1)
+    tensors = to_torch(inputs)
+    got = gemm(**tensors, expected_m=60, out_dtype=torch.float32)
+    eager = cugroupgemm.batch_deepgemm_fp8_nt_groupwise(**tensors, expected_m=60,
+                                                        out_dtype=torch.float32)
+    torch.cuda.synchronize()
+    for g, rows in enumerate(masked):
+        assert torch.equal(got[g, :rows], eager[g, :rows])
+        assert not got[g, rows:].any()
+    assert_close_to_reference(to_cupy_float64(got), reference_gpu(**inputs), inputs["masked_m"])
+
+
+def test_out_variant_keeps_rows_past_the_mask():
+    masked = [5, 64, 0, 17]
+    inputs = make_gemm_inputs(4, 64, 128, 256, masked, seed=2)
+    out = torch.full((4, 64, 128), POISON, dtype=torch.bfloat16, device="cuda")
+    assert gemm(**to_torch(inputs), expected_m=16, out=out) is out
+    torch.cuda.synchronize()
+    for g, rows in enumerate(masked):
+        assert (out[g, rows:] == POISON).all()
+    assert_close_to_reference(to_cupy_float64(out), reference_gpu(**inputs), inputs["masked_m"])
+
+
+@pytest.mark.parametrize("mode", [None, "reduce-overhead"])
+def test_compiled_with_fullgraph_equals_eager(mode):
+    def project(a, b, a_scale, b_scale, masked_m):
+        y = gemm(a=a, b=b, a_scale=a_scale, b_scale=b_scale, masked_m=masked_m, expected_m=48)
+        return torch.nn.functional.silu(y.float())
+
+    compiled = torch.compile(project, fullgraph=True, mode=mode)
+    rng = np.random.default_rng(3)
+    for step in range(4):  # new data and new masked_m; reduce-overhead replays a graph
+        masked = rng.integers(0, 97, size=4)
+        tensors = to_torch(make_gemm_inputs(4, 96, 256, 512, masked, seed=30 + step))
+        got = compiled(**tensors).clone()
+        eager = torch.nn.functional.silu(cugroupgemm.batch_deepgemm_fp8_nt_groupwise(
+            **tensors, expected_m=48).float())
+        torch.cuda.synchronize()
+        for g, rows in enumerate(masked):
+            assert torch.equal(got[g, :rows], eager[g, :rows]), f"step {step}, group {g}"
+            assert not got[g, rows:].any()
+
+
+def test_cuda_graph_replays_with_new_data_and_new_masked_m():
+    groups, m, n, k = 3, 80, 256, 512
+    static = to_torch(make_gemm_inputs(groups, m, n, k, [m] * groups, seed=4))
+    static = {name: t.clone() for name, t in static.items()}
+    out = torch.full((groups, m, n), POISON, dtype=torch.bfloat16, device="cuda")
+
+    def step():
+        gemm(**static, expected_m=40, out=out)
+        return gemm(**static, expected_m=40, out_dtype=torch.float32)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the capture, as torch advises
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        functional = step()
+
+    rng = np.random.default_rng(5)
+    for replay in range(4):
+        masked = rng.integers(0, m + 1, size=groups)
+        inputs = make_gemm_inputs(groups, m, n, k, masked, seed=40 + replay)
+        for name, tensor in to_torch(inputs).items():
+            static[name].copy_(tensor)
+        out.fill_(POISON)
+        graph.replay()
+        torch.cuda.synchronize()
+        reference = reference_gpu(**inputs)
+        assert_close_to_reference(to_cupy_float64(out), reference, inputs["masked_m"])
+        assert_close_to_reference(to_cupy_float64(functional), reference, inputs["masked_m"])
+        for g, rows in enumerate(masked):
+            assert (out[g, rows:] == POISON).all() and not functional[g, rows:].any()
+
+
+@pytest.mark.parametrize("variant", ["functional", "out"])
+def test_opcheck_on_cuda(variant):
+    tensors = to_torch(make_gemm_inputs(2, 64, 128, 256, [64, 64], seed=6))
+    args = tuple(tensors[name] for name in ("a", "b", "a_scale", "b_scale", "masked_m"))
+    if variant == "functional":
+        torch.library.opcheck(torch.ops.cugroupgemm.masked_gemm, (*args, 32, torch.bfloat16))
+    else:
+        out = torch.zeros((2, 64, 128), dtype=torch.bfloat16, device="cuda")
+        torch.library.opcheck(torch.ops.cugroupgemm.masked_gemm_out, (*args, 32, out))

@@ -2,7 +2,8 @@
 
 Generic: knows nothing of any kernel. ``compile_kernel`` needs no GPU (CI uses it);
 ``load_kernel`` loads the cubin through ``cupy.RawModule`` on one device and keeps it
-for the life of the process.
+for the life of the process. Each compile, disk-cache hit and module load is logged on
+the "cugroupgemm" logger with its time (cugroupgemm/logs.py).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import env, nvrtc
+from . import env, logs, nvrtc
 from .errors import KernelCompileError, UnsupportedDeviceError
 
-log = logging.getLogger("cugroupgemm")
+log = logging.getLogger(logs.LOGGER_NAME)
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # Installed wheels carry the sources inside the package; a source checkout has them beside it.
@@ -84,6 +86,9 @@ def cache_key(spec: KernelSpec) -> str:
 def _compile_now(spec: KernelSpec) -> Binary:
     path = KERNEL_DIR / spec.source
     source = path.read_text()
+    log.debug("compiling %s for %s with %s", spec.expression, spec.target,
+              " ".join(spec.options()))
+    start = time.perf_counter()
     try:
         result = nvrtc.compile_program(source, spec.source, spec.options(), [spec.expression])
     except KernelCompileError as exc:
@@ -91,6 +96,9 @@ def _compile_now(spec: KernelSpec) -> Binary:
             numbered = "\n".join(f"{i + 1:5d}  {line}" for i, line in enumerate(source.splitlines()))
             raise KernelCompileError(f"{exc}\n--- {spec.source} ---\n{numbered}") from None
         raise
+    seconds = time.perf_counter() - start
+    log.info("compiled %s for %s in %.2f s", spec.expression, spec.target, seconds,
+             extra=logs.kernel_event(logs.COMPILE, spec, seconds))
     return Binary(result.cubin, result.lowered_names[spec.expression], result.log)
 
 
@@ -121,11 +129,16 @@ def _compile_through_disk_cache(spec: KernelSpec) -> Binary:
     with lock_file:
         # NOTE: one process compiles while the others wait here, then read its result.
         fcntl.flock(lock_file, fcntl.LOCK_EX)
+        start = time.perf_counter()
         cached = _read_entry(directory, key)
         if cached is not None:
-            log.debug("kernel %s for %s: disk cache hit %s", spec.expression, spec.target, key)
+            seconds = time.perf_counter() - start
+            log.debug("disk cache hit for %s (%s) in %s: %s, read in %.1f ms", spec.expression,
+                      spec.target, directory, key, seconds * 1e3,
+                      extra=logs.kernel_event(logs.DISK_HIT, spec, seconds))
             return cached
-        log.info("compiling %s for %s", spec.expression, spec.target)
+        log.debug("disk cache miss for %s (%s) in %s: %s", spec.expression, spec.target,
+                  directory, key)
         binary = _compile_now(spec)
         try:
             _write_entry(directory, key, binary)
@@ -144,7 +157,7 @@ def _read_entry(directory: Path, key: str) -> Binary | None:
         if hashlib.sha256(cubin).hexdigest() != meta["cubin_sha256"]:
             raise ValueError("cubin does not match its checksum")
         return Binary(cubin, meta["lowered_name"], meta["log"])
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # TypeError: JSON not an object
         log.warning("cugroupgemm cache entry %s is corrupt (%s); rebuilding it", key, exc)
         return None
 
@@ -202,6 +215,7 @@ def _load_now(spec: KernelSpec, device_id: int) -> LoadedKernel:
     import cupy
 
     binary = compile_kernel(spec)
+    start = time.perf_counter()
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as handle:
         handle.write(binary.cubin)
     try:
@@ -210,4 +224,7 @@ def _load_now(spec: KernelSpec, device_id: int) -> LoadedKernel:
             pointer = function.kernel.ptr  # forces the load on this device
     finally:
         os.unlink(handle.name)
+    seconds = time.perf_counter() - start
+    log.debug("loaded %s (%s) on device %d in %.1f ms", spec.expression, spec.target, device_id,
+              seconds * 1e3, extra=logs.kernel_event(logs.LOAD, spec, seconds))
     return LoadedKernel(spec, device_id, function, pointer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from . import dtypes, frameworks, intake, validate
 from .build import KernelSpec, plain_target
@@ -20,6 +21,18 @@ from .launch import LaunchPlan, launch
 SOURCE = "quantize_fp8.cu"
 TOKEN_WARPS = 8  # per-token: one warp per (row, 128-column block), 8 warps per block
 BLOCK_THREADS = 256  # per-block: one CTA per 128x128 block
+
+
+class DLPackArray(Protocol):
+    """Any array that speaks DLPack: torch.Tensor, jax.Array, cupy.ndarray, ..."""
+
+    def __dlpack__(self) -> Any: ...
+
+    def __dlpack_device__(self) -> Any: ...
+
+
+# Results come back in the caller's framework: the type of the array passed in.
+ArrayT = TypeVar("ArrayT", bound=DLPackArray)
 
 
 class QuantParams(ctypes.Structure):
@@ -42,7 +55,8 @@ class QuantConfig:
         return f"{self.kernel}<{int(self.in_kind)}, {pow2}>"
 
 
-def per_token_cast_to_fp8(x, *, power_of_two_scale: bool = True, stream=None):
+def per_token_cast_to_fp8(x: ArrayT, *, power_of_two_scale: bool = True,
+                          stream: Any = None) -> tuple[ArrayT, ArrayT]:
     """Quantise each row in 1x128 blocks along k: returns (q, scales of shape (..., m, k/128)).
 
     scale = max|x| over the block (at least 1e-4) / 448, rounded up to a power of two
@@ -51,7 +65,8 @@ def per_token_cast_to_fp8(x, *, power_of_two_scale: bool = True, stream=None):
     return _quantize("per_token_cast_to_fp8", x, power_of_two_scale, stream)
 
 
-def per_block_cast_to_fp8(x, *, power_of_two_scale: bool = True, stream=None):
+def per_block_cast_to_fp8(x: ArrayT, *, power_of_two_scale: bool = True,
+                          stream: Any = None) -> tuple[ArrayT, ArrayT]:
     """Quantise in 128x128 blocks: returns (q, scales of shape (..., ceil(n/128), ceil(k/128))).
 
     Edge blocks count only their real elements (as if zero-padded). Scale rule as in

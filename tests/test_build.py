@@ -113,3 +113,73 @@ def test_compile_error_names_kernel_options_and_log(tiny_kernels, monkeypatch):
 def test_nvrtc_knows_every_target_we_claim():
     assert {80, 89, 90, 100} <= set(nvrtc.supported_archs())
     assert nvrtc.version() >= (12, 8)
+
+
+# ---- concurrency and damaged caches (issue 5) ----
+
+RACER = """
+import json, sys, time
+from pathlib import Path
+from cugroupgemm import build
+build.KERNEL_DIR = Path(sys.argv[1])
+compiled, real = [], build._compile_now
+build._compile_now = lambda spec: compiled.append(spec.expression) or real(spec)
+Path(sys.argv[2], f"ready-{sys.argv[3]}").touch()
+while not Path(sys.argv[2], "go").exists():
+    time.sleep(0.002)
+binary = build.compile_kernel(build.KernelSpec("tiny.cu", "tiny<3>", "sm_80"))
+sha = __import__("hashlib").sha256(binary.cubin).hexdigest()
+print(json.dumps({"compiled": compiled, "sha": sha}))
+"""
+
+
+def test_processes_sharing_a_fresh_cache_compile_once(tiny_kernels, tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    racers = 3
+    env = {**os.environ, "CUGROUPGEMM_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(tiny_kernels), str(tmp_path),
+                               str(i)], stdout=subprocess.PIPE, env=env, text=True)
+             for i in range(racers)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < racers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (tmp_path / "go").touch()  # all racers reach compile_kernel together
+    reports = [json.loads(proc.communicate(timeout=120)[0]) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * racers
+    assert sum(len(r["compiled"]) for r in reports) == 1, reports
+    assert len({r["sha"] for r in reports}) == 1
+
+
+def test_threads_compile_each_kernel_once(tiny_kernels, monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    compiled, real = [], build._compile_now
+    monkeypatch.setattr(build, "_compile_now", lambda spec: compiled.append(spec) or real(spec))
+    barrier = threading.Barrier(8)
+
+    def first_use(_):
+        barrier.wait()
+        return build.compile_kernel(SPEC)
+
+    with ThreadPoolExecutor(8) as pool:
+        binaries = list(pool.map(first_use, range(8)))
+    assert compiled == [SPEC]
+    assert all(binary is binaries[0] for binary in binaries)
+
+
+@pytest.mark.parametrize("meta", [b"{not json", b"\xff\xfe", b'{"log": ""}', b"", b"[]",
+                                  b"null"])
+def test_corrupt_cache_metadata_is_rebuilt(tiny_kernels, tmp_path, caplog, meta):
+    build.compile_kernel(SPEC)
+    build._memory_cache.clear()
+    key = build.cache_key(SPEC)
+    (tmp_path / "cache" / f"{key}.json").write_bytes(meta)
+    assert build.compile_kernel(SPEC).cubin[:4] == b"\x7fELF"
+    assert "corrupt" in caplog.text
+    assert json.loads((tmp_path / "cache" / f"{key}.json").read_text())["cubin_sha256"]

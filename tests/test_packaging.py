@@ -20,8 +20,10 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     for name in ("cugroupgemm", "kernels_cu"):
         shutil.copytree(ROOT / name, source / name,
                         ignore=shutil.ignore_patterns("__pycache__"))
+    # NOTE: with build isolation, as `pip install .` builds: a venv's own setuptools may
+    # lack bdist_wheel.
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
-                           "--no-build-isolation", "-q", "-w", str(source / "dist")],
+                           "-q", "-w", str(source / "dist")],
                           capture_output=True, text=True)
     if done.returncode != 0 and "No module named pip" in done.stderr:
         pytest.skip("pip is not available")

@@ -13,6 +13,7 @@ from .errors import (  # noqa: E402
     CuGroupGemmError,
     KernelCompileError,
     MaskedMError,
+    OutputAllocationError,
     UnsupportedDeviceError,
 )
 from .quantize import per_block_cast_to_fp8, per_token_cast_to_fp8  # noqa: E402
@@ -20,5 +21,5 @@ from .quantize import per_block_cast_to_fp8, per_token_cast_to_fp8  # noqa: E402
 __all__ = [
     "batch_deepgemm_fp8_nt_groupwise", "per_token_cast_to_fp8", "per_block_cast_to_fp8",
     "CuGroupGemmError", "ArgumentTypeError", "ArgumentValueError", "KernelCompileError",
-    "MaskedMError", "UnsupportedDeviceError", "__version__",
+    "MaskedMError", "OutputAllocationError", "UnsupportedDeviceError", "__version__",
 ]

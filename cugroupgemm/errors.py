@@ -26,6 +26,10 @@ class KernelCompileError(CuGroupGemmError, RuntimeError):
     """NVRTC rejected a kernel source; the message holds the kernel, options and log."""
 
 
+class OutputAllocationError(CuGroupGemmError, MemoryError):
+    """The output could not be allocated on the GPU (out of memory)."""
+
+
 class MaskedMError(ArgumentValueError):
     """The opt-in check found masked_m values outside [0, m]."""
 

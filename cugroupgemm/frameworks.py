@@ -7,12 +7,13 @@ the caller's current stream, how to allocate an output it will own, and nothing 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 
 from . import dlpack, dtypes
 from .dlpack import TensorView
-from .errors import ArgumentTypeError, describe
+from .errors import ArgumentTypeError, OutputAllocationError, describe
 
 
 def framework_of(obj) -> str:
@@ -66,15 +67,39 @@ def _cupy_dtype(dtype: dtypes.DType):
 
 def allocate(framework: str, shape: tuple[int, ...], dtype: dtypes.DType, device_id: int,
              stream: int):
-    """A new contiguous device array in the caller's framework: (its view, the array)."""
+    """A new contiguous device array in the caller's framework: (its view, the array).
+
+    The memory is taken on ``stream``, the launch stream: a stream-ordered allocator
+    (torch's, CuPy's pool) then never hands it to other work on another stream while the
+    GEMM queued there may still write it.
+    """
+    try:
+        return _allocate(framework, shape, dtype, device_id, stream)
+    except Exception as exc:
+        if not (isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__):
+            raise
+        nbytes = math.prod(shape) * dtype.itemsize
+        raise OutputAllocationError(
+            f"out: could not allocate the output {tuple(shape)} of {dtype.name} ({nbytes} "
+            f"bytes) on GPU {device_id}: {exc}") from exc
+
+
+def _allocate(framework, shape, dtype, device_id, stream):
     if framework == "torch":
         torch = sys.modules["torch"]
-        tensor = torch.empty(shape, dtype=getattr(torch, dtype.name),
-                             device=torch.device("cuda", device_id))
+        device = torch.device("cuda", device_id)
+        on_stream = (contextlib.nullcontext()
+                     if torch.cuda.current_stream(device).cuda_stream == stream
+                     else torch.cuda.stream(torch.cuda.ExternalStream(stream, device=device)))
+        with on_stream:
+            tensor = torch.empty(shape, dtype=getattr(torch, dtype.name), device=device)
         return _view_of(tensor.data_ptr(), shape, dtype, device_id, tensor), tensor
     import cupy
 
     with cupy.cuda.Device(device_id):
+        on_stream = (contextlib.nullcontext() if cupy.cuda.get_current_stream().ptr == stream
+                     else cupy.cuda.ExternalStream(stream, device_id))
+    with cupy.cuda.Device(device_id), on_stream:
         if framework == "cupy":
             array = cupy.empty(shape, dtype=_cupy_dtype(dtype))
         else:  # raw bytes; the capsule says what they are

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import dtypes
-from .errors import ArgumentTypeError, ArgumentValueError, describe
+from .errors import ArgumentTypeError, describe
 
 # DLDeviceType values (dlpack.h).
 KDL_CPU, KDL_CUDA, KDL_CUDA_HOST, KDL_CUDA_MANAGED = 1, 2, 3, 13

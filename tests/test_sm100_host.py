@@ -9,7 +9,7 @@ import pytest
 
 from cugroupgemm import build, dlpack, dtypes, kernel_report, nvrtc, tma, validate
 from cugroupgemm.dtypes import OutKind
-from cugroupgemm.errors import ArgumentValueError, UnsupportedDeviceError
+from cugroupgemm.errors import UnsupportedDeviceError
 from cugroupgemm.families import sm100
 from cugroupgemm.problem import Problem
 
@@ -86,11 +86,6 @@ def test_a_given_config_takes_the_problems_out_kind():
     plan = sm100.plan(problem(out_kind=OutKind.F32), B200, sm100.Sm100Config(3, OutKind.BF16))
     assert plan.config == sm100.Sm100Config(3, OutKind.F32)
     assert plan.spec.expression == "sm100_fp8_masked_gemm<3, 2>"
-
-
-def test_sizes_beyond_int32_are_refused_naming_the_argument():
-    with pytest.raises(ArgumentValueError, match=r"^b: the sm100 kernel supports n"):
-        sm100.plan(problem(n=2**31), B200)
 
 
 def test_validation_guarantees_the_epilogues_16_byte_stores():

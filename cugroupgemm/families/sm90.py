@@ -17,7 +17,7 @@ from ..device import DeviceInfo
 from ..dispatch import Family
 from ..dlpack import TensorView
 from ..dtypes import OutKind
-from ..errors import ArgumentValueError, UnsupportedDeviceError
+from ..errors import UnsupportedDeviceError
 from ..launch import LaunchPlan
 from ..problem import Problem
 
@@ -38,7 +38,6 @@ BARRIER_BYTES_PER_STAGE = 16
 SMEM_ALIGN_SLACK = 1024
 MIN_STAGES = 2
 MAX_STAGES = 16
-MAX_INT32 = 2**31 - 1
 
 # The device the CI instances are planned for (check_specs): an H100 SXM's limits.
 REFERENCE_DEVICE = DeviceInfo(device_id=-1, name="H100 (reference)", cc=(9, 0), sm_count=132,
@@ -141,22 +140,9 @@ def target_for(info: DeviceInfo) -> str:
     return TARGET
 
 
-def _check_problem(problem: Problem):
-    """TMA addresses 3-D (k, rows, groups) boxes; the params struct holds int32 sizes."""
-    for argument, what, value in (("a", "k (a.shape[2])", problem.k),
-                                  ("a", "m (a.shape[1])", problem.m),
-                                  ("b", "n (b.shape[1])", problem.n),
-                                  ("a", "the number of groups (a.shape[0])",
-                                   problem.num_groups)):
-        if value > MAX_INT32:
-            raise ArgumentValueError(f"{argument}: the sm90 kernel supports {what} up to "
-                                     f"2^31 - 1, got {value}")
-
-
 def plan(problem: Problem, info: DeviceInfo, config: Sm90Config | None = None) -> LaunchPlan:
     """Launch plan; ``config`` overrides the heuristic tile choice (tests, tuning) but
     never the output kind, which is the problem's."""
-    _check_problem(problem)
     if config is None:
         config = choose_config(problem, info)
     elif config.out_kind != problem.out_kind:

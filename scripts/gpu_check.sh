@@ -17,7 +17,11 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
 $PY -m pip install -q --no-deps --no-build-isolation . > "$LOG_DIR/install.log" 2>&1 \
   || { echo "install failed"; tail -20 "$LOG_DIR/install.log"; exit 1; }
 $PY -m cugroupgemm info 2>&1 | tee "$LOG_DIR/info.txt"
-$PY -m pytest -q -p no:cacheprovider --junitxml="$LOG_DIR/junit.xml" "$@" 2>&1 \
+# Eight workers share the GPU when pytest-xdist is there (the device image has it): the
+# suite is mostly compiles and small launches, and runs in about a minute that way.
+PARALLEL=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
+# shellcheck disable=SC2086
+$PY -m pytest -q -p no:cacheprovider $PARALLEL --junitxml="$LOG_DIR/junit.xml" "$@" 2>&1 \
   | tee "$LOG_DIR/tests.log" | tail -40
 tests_rc=${PIPESTATUS[0]}
 $PY -m cugroupgemm bench --quick --json "$LOG_DIR/bench.json" 2>&1 | tee "$LOG_DIR/bench.log"

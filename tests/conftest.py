@@ -10,12 +10,12 @@ HAS_GPU = device.gpu_count() > 0
 
 
 def pytest_collection_modifyitems(config, items):
-    if HAS_GPU:
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    skips = {"gpu": (HAS_GPU, "needs a CUDA GPU"),
+             "multigpu": (device.gpu_count() >= 2, "needs two CUDA GPUs")}
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, (runnable, reason) in skips.items():
+            if marker in item.keywords and not runnable:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 class FakeCudaArray:

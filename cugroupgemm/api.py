@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from . import capture, dispatch, env, frameworks, intake, validate
-from .build import load_kernel
+from . import dispatch, env, frameworks, intake, validate
 from .device import device_info
 from .dlpack import TensorView
 from .dtypes import OutKind, out_kind_from_user
 from .errors import ArgumentTypeError, MaskedMError
-from .launch import LaunchPlan, gemm_params, launch
+from .launch import gemm_params, launch
 from .problem import Problem
 
 log = logging.getLogger("cugroupgemm")
@@ -84,21 +83,9 @@ def launch_gemm(views: dict[str, TensorView], problem: Problem, device_id: int,
     if env.print_config():
         print(f"cugroupgemm: {family.name} {plan.spec.expression} for {plan.spec.target} "
               f"grid={plan.grid} block={plan.block} smem={plan.smem_bytes} {problem}")
-    _prepare(plan, device_id)
     params = gemm_params(problem, views["a"], views["b"], views["a_scale"], views["b_scale"],
                          views["masked_m"], views["out"])
     launch(plan, device_id, stream, params, *family.extra_arguments(plan, views))
-
-
-def _prepare(plan: LaunchPlan, device_id: int):
-    """Compile and load the plan's kernel (cached after the first call).
-
-    NOTE: XLA records command buffers, and torch CUDA graphs, by stream capture, so the
-    first call of a kernel can come while this thread is capturing; loading a module is
-    then refused unless the thread is in relaxed capture mode.
-    """
-    with capture.relaxed_capture_mode():
-        load_kernel(plan.spec, device_id).allow_dynamic_smem(plan.smem_bytes)
 
 
 def _raise_on_bad_masked_m(view, m: int, context):

@@ -21,7 +21,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import env, logs, nvrtc
+from . import capture, env, logs, nvrtc
 from .errors import KernelCompileError, UnsupportedDeviceError
 
 log = logging.getLogger(logs.LOGGER_NAME)
@@ -191,7 +191,8 @@ class LoadedKernel:
 
     def allow_dynamic_smem(self, nbytes: int):
         if nbytes > self.dynamic_smem_limit:
-            self.function.max_dynamic_shared_size_bytes = nbytes
+            with capture.relaxed_capture_mode():  # the first call may come while capturing
+                self.function.max_dynamic_shared_size_bytes = nbytes
             self.dynamic_smem_limit = nbytes
 
 
@@ -219,7 +220,10 @@ def _load_now(spec: KernelSpec, device_id: int) -> LoadedKernel:
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as handle:
         handle.write(binary.cubin)
     try:
-        with cupy.cuda.Device(device_id):
+        # NOTE: torch CUDA graphs and XLA command buffers record by stream capture, so a
+        # kernel's first call can come while this thread captures; the driver refuses to
+        # load a module then unless the thread is in relaxed capture mode.
+        with cupy.cuda.Device(device_id), capture.relaxed_capture_mode():
             function = cupy.RawModule(path=handle.name).get_function(binary.lowered_name)
             pointer = function.kernel.ptr  # forces the load on this device
     finally:

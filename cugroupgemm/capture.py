@@ -12,19 +12,14 @@ import contextlib
 import ctypes
 import functools
 
-from .errors import UnsupportedDeviceError
+from . import driver
 
 CU_STREAM_CAPTURE_MODE_RELAXED = 2  # CUstreamCaptureMode in cuda.h
 
 
 @functools.cache
 def _exchange_mode():
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-    except OSError as exc:
-        raise UnsupportedDeviceError(f"the CUDA driver (libcuda.so.1) could not be loaded: "
-                                     f"{exc}") from None
-    exchange = lib.cuThreadExchangeStreamCaptureMode
+    exchange = driver.libcuda().cuThreadExchangeStreamCaptureMode
     exchange.restype = ctypes.c_int
     exchange.argtypes = [ctypes.POINTER(ctypes.c_int)]
     return exchange

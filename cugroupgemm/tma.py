@@ -17,7 +17,8 @@ import functools
 import threading
 from collections import OrderedDict
 
-from .errors import ArgumentValueError, UnsupportedDeviceError
+from . import driver
+from .errors import ArgumentValueError
 
 # Enumerators of cuda.h (CUtensorMapDataType, ...Interleave, ...Swizzle, ...L2promotion,
 # ...FloatOOBfill); stable ABI values.
@@ -45,11 +46,7 @@ class TensorMap(ctypes.Structure):
 
 @functools.cache
 def _driver() -> ctypes.CDLL:
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-    except OSError as exc:
-        raise UnsupportedDeviceError(f"the CUDA driver (libcuda.so.1) could not be loaded: "
-                                     f"{exc}") from None
+    lib = driver.libcuda()
     encode = lib.cuTensorMapEncodeTiled
     encode.restype = ctypes.c_int
     encode.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_void_p,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import pytest
 
 from cugroupgemm import device, dlpack, dtypes
@@ -69,3 +71,37 @@ from cugroupgemm.testing import (  # noqa: E402, F401 - shared by the test modul
     reference_gpu,
     to_cupy_float64,
 )
+
+
+class FakeTmaDriver:
+    """Stands in for libcuda's tensor-map encoder: records each call, writes 128 bytes."""
+
+    def __init__(self, status=0):
+        self.calls = []
+        self.status = status
+
+    def cuTensorMapEncodeTiled(self, out, dtype, rank, address, dims, strides, box, elem,
+                               interleave, swizzle, l2, oob):
+        self.calls.append(dict(out=out.value, dtype=dtype, rank=rank, address=address.value,
+                               dims=tuple(dims[i] for i in range(rank)),
+                               strides=tuple(strides[i] for i in range(rank - 1)),
+                               box=tuple(box[i] for i in range(rank)),
+                               elem=tuple(elem[i] for i in range(rank)),
+                               swizzle=swizzle, oob=oob))
+        assert out.value % 64 == 0
+        ctypes.memmove(out.value, bytes(range(128)), 128)
+        return self.status
+
+    def cuGetErrorString(self, status, text):
+        return 1
+
+
+@pytest.fixture
+def fake_driver(monkeypatch):
+    from cugroupgemm import tma
+
+    driver = FakeTmaDriver()
+    monkeypatch.setattr(tma, "_driver", lambda: driver)
+    tma.clear_cache()
+    yield driver
+    tma.clear_cache()

@@ -98,27 +98,6 @@ def test_validation_guarantees_the_epilogues_16_byte_stores():
 
 # ---- TMA descriptors (the driver is faked: no GPU here) ------------------------------
 
-class FakeDriver:
-    def __init__(self):
-        self.calls = []
-
-    def cuTensorMapEncodeTiled(self, out, dtype, rank, address, dims, strides, box, elem,
-                               interleave, swizzle, l2, oob):
-        self.calls.append(dict(dims=tuple(dims[i] for i in range(rank)),
-                               strides=tuple(strides[i] for i in range(rank - 1)),
-                               box=tuple(box[i] for i in range(rank)), swizzle=swizzle, oob=oob))
-        return 0
-
-
-@pytest.fixture
-def fake_driver(monkeypatch):
-    driver = FakeDriver()
-    monkeypatch.setattr(tma, "_driver", lambda: driver)
-    tma.clear_cache()
-    yield driver
-    tma.clear_cache()
-
-
 def view(shape, ptr):
     return dlpack.TensorView(ptr, tuple(shape), dlpack.compact_strides(shape),
                              dtypes.FLOAT8_E4M3FN, dlpack.KDL_CUDA, 0, False)

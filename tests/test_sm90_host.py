@@ -114,36 +114,6 @@ def test_expression_names_every_template_argument():
 
 # ---- TMA descriptors (the driver is faked: no GPU here) ------------------------------
 
-class FakeDriver:
-    def __init__(self, status=0):
-        self.calls = []
-        self.status = status
-
-    def cuTensorMapEncodeTiled(self, out, dtype, rank, address, dims, strides, box, elem,
-                               interleave, swizzle, l2, oob):
-        self.calls.append(dict(out=out.value, dtype=dtype, rank=rank, address=address.value,
-                               dims=tuple(dims[i] for i in range(rank)),
-                               strides=tuple(strides[i] for i in range(rank - 1)),
-                               box=tuple(box[i] for i in range(rank)),
-                               elem=tuple(elem[i] for i in range(rank)),
-                               swizzle=swizzle, oob=oob))
-        assert out.value % 64 == 0
-        ctypes.memmove(out.value, bytes(range(128)), 128)
-        return self.status
-
-    def cuGetErrorString(self, status, text):
-        return 1
-
-
-@pytest.fixture
-def fake_driver(monkeypatch):
-    driver = FakeDriver()
-    monkeypatch.setattr(tma, "_driver", lambda: driver)
-    tma.clear_cache()
-    yield driver
-    tma.clear_cache()
-
-
 def view(shape, strides=None, ptr=0x7F0000000000):
     strides = strides or dlpack.compact_strides(shape)
     return dlpack.TensorView(ptr, tuple(shape), tuple(strides), dtypes.FLOAT8_E4M3FN,

@@ -230,10 +230,6 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
       }
     }
 
-    // Nothing is in flight here, but ptxas cannot prove it through the loop's exit; without
-    // this wait it guards the divergent epilogue itself and serialises every wgmma (C7518).
-    sm90::wgmma_wait<0>();
-
     // Epilogue straight from registers: rows below rows_valid, columns below n.
     const i64 row_offset0 = tile.group * p.out_stride_g + static_cast<i64>(r0) * p.out_stride_m;
     const i64 row_offset1 = row_offset0 + 8 * p.out_stride_m;

@@ -170,13 +170,20 @@ def _scale_for_amax(amax, power_of_two: bool):
 
 
 def _ieee_divide(x, divisor):
-    """x / divisor rounded to nearest even, as the kernels and the reference divide.
+    """x / divisor in float32, rounded once to nearest even, as the kernels divide.
 
-    NOTE: XLA rewrites a division by a constant or a broadcast into a multiplication by
-    the rounded reciprocal, off by one ulp for some x. A divisor that depends on x
-    element by element escapes the rewrite; a NaN x gives NaN with either divisor.
+    NOTE: XLA's GPU backend lowers a float32 division to div.full.f32 (up to 2 ulp off,
+    LLVM's -nvptx-prec-divf32=1), and its simplifier may turn a division by a constant or
+    a broadcast into a multiplication by the rounded reciprocal. A float64 division is
+    IEEE on every backend, and its quotient rounded to float32 is the correctly rounded
+    float32 quotient (53 >= 2 * 24 + 2 bits: double rounding is harmless for division).
+    A divisor that depends on x element by element escapes the rewrite; a NaN x gives
+    NaN with either divisor.
     """
-    return x / jnp.where(jnp.isnan(x), jnp.float32(1), divisor)
+    with jax.enable_x64(True):
+        wide = x.astype(jnp.float64)
+        divisor = jnp.where(jnp.isnan(wide), 1.0, jnp.asarray(divisor).astype(jnp.float64))
+        return (wide / divisor).astype(jnp.float32)
 
 
 def _to_e4m3(scaled):

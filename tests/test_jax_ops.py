@@ -3,6 +3,7 @@ call's plumbing (aliasing, zero fill, vmap, repeated calls) on XLA's CPU backend
 the CUDA launch replaced by the NumPy reference."""
 
 import ctypes
+import re
 
 import numpy as np
 import pytest
@@ -115,6 +116,17 @@ def test_quantizers_match_the_reference_bit_for_bit(kind, power_of_two):
     np.testing.assert_array_equal(np.asarray(scale), want_scale)
 
 
+@pytest.mark.parametrize("kind", ["per_token_cast_to_fp8", "per_block_cast_to_fp8"])
+def test_quantizers_divide_in_float64(kind):
+    """XLA's GPU backend divides float32 with div.full (up to 2 ulp off): a quantizer that
+    divided in float32 would pass on the CPU and differ from the CUDA one on a GPU."""
+    x = jnp.ones((2, 128, 256), jnp.float32)
+    text = jax.jit(lambda v: getattr(jax_ops, kind)(v, power_of_two_scale=False)).lower(x)
+    divisions = re.findall(r"stablehlo.divide .*", text.as_text())
+    assert len(divisions) == 2, divisions  # the scale, then the codes
+    assert all(line.rstrip().endswith("xf64>") for line in divisions), divisions
+
+
 def test_per_block_edge_blocks_and_bf16_input():
     x = jnp.asarray(np.random.default_rng(1).standard_normal((200, 300)), jnp.bfloat16)
     q, scale = jax_ops.per_block_cast_to_fp8(x)
@@ -151,7 +163,9 @@ def host_array(view):
 @pytest.fixture
 def cpu_launch(monkeypatch):
     """Run the callback on CPU buffers: they pass as device arrays, and the NumPy
-    reference writes the valid rows where the kernel would. Counts the launches."""
+    reference writes the valid rows where the kernel would. Counts the launches.
+    JAX is pinned to its CPU backend, also where it has a GPU (the fake reads host
+    memory)."""
     launches = []
 
     def launch(ctx, views, problem):
@@ -169,7 +183,8 @@ def cpu_launch(monkeypatch):
 
     monkeypatch.setattr(validate, "check_device_array", lambda view, argument: None)
     monkeypatch.setattr(jax_ops, "_launch", launch)
-    return launches
+    with jax.default_device(jax.devices("cpu")[0]):
+        yield launches
 
 
 def make_inputs(groups, m, n, k, masked, seed):

@@ -1,6 +1,8 @@
 """Every Python example in README.md and docs/ runs (on a GPU), so none of them rots."""
 
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,11 @@ EXAMPLES = [(path.relative_to(ROOT), index, code) for path in DOCS
 @pytest.mark.gpu
 @pytest.mark.parametrize("where, index, code", EXAMPLES,
                          ids=[f"{where}-{index}" for where, index, _ in EXAMPLES])
-def test_example_runs(where, index, code, capsys):
-    exec(compile(code, f"{where} example {index}", "exec"), {"__name__": "__doc_example__"})
+def test_example_runs(where, index, code, capsys, monkeypatch):
+    # NOTE: a real module, since torch.compile imports the module of the code it traces.
+    module = types.ModuleType(f"doc_example_{index}")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(code, f"{where} example {index}", "exec"), module.__dict__)
     assert capsys.readouterr().out  # each example prints what it shows
 
 

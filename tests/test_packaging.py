@@ -21,10 +21,13 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
         shutil.copytree(ROOT / name, source / name,
                         ignore=shutil.ignore_patterns("__pycache__"))
     # NOTE: with build isolation, as `pip install .` builds: a venv's own setuptools may
-    # lack bdist_wheel.
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
-                           "-q", "-w", str(source / "dist")],
-                          capture_output=True, text=True)
+    # lack bdist_wheel. Offline (the GPU machine), with the environment's own instead.
+    command = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w",
+               str(source / "dist")]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 and "name resolution" in done.stderr:
+        done = subprocess.run([*command, "--no-build-isolation"], capture_output=True,
+                              text=True)
     if done.returncode != 0 and "No module named pip" in done.stderr:
         pytest.skip("pip is not available")
     assert done.returncode == 0, done.stderr

@@ -5,11 +5,11 @@
 // For each group g and row r < clamp(masked_m[g], 0, m):
 //   out[g, r, c] = sum_kb a_scale[g, r, kb] * b_scale[g, c / 128, kb]
 //                         * sum_{k in kb} a[g, r, k] * b[g, c, k]
-// Each PROMOTE_K-wide slice of k (128, 64 or 32: one scale block or a part of one) is
-// multiplied into fresh fp32 wgmma registers; a k block's slices are summed in fp32 and
-// added into the fp32 accumulators as acc += block * (sa * sb): the scales are applied
-// exactly, and the tensor core's fp8 accumulation (which keeps fewer bits than fp32)
-// never spans more than one slice.
+// Each PROMOTE_K-wide slice of k (128 or 64: one scale block or half of one) is
+// multiplied into its own fresh fp32 wgmma registers, all slices of a k block in flight
+// together; the slices are summed in fp32 and added into the fp32 accumulators as
+// acc += block * (sa * sb): the scales are applied exactly, and the tensor core's fp8
+// accumulation (which keeps fewer bits than fp32) never spans more than one slice.
 //
 // Roles: warpgroup 0 is the producer (one thread issues every TMA load); warpgroups
 // 1..NUM_CONSUMER_WG each own 64 rows of the BLOCK_M x BLOCK_N tile and issue wgmma
@@ -28,7 +28,6 @@ constexpr int BLOCK_K = 128;  // elements = bytes: one swizzle span, one scale b
 constexpr int WG_ROWS = 64;   // rows of one wgmma (and of one consumer warpgroup)
 constexpr int K_STEP = 32;    // k of one fp8 wgmma
 constexpr int SMEM_ALIGN = 1024;  // a 128-byte swizzle atom is 8 rows x 128 bytes
-
 // Shared-memory layout; cugroupgemm/families/sm90.py (Sm90Config.smem_bytes) mirrors it.
 template <int BLOCK_M, int BLOCK_N, int STAGES>
 struct Layout {
@@ -66,7 +65,7 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
   static_assert(BLOCK_M == WG_ROWS * NUM_CONSUMER_WG && NUM_CONSUMER_WG <= 3,
                 "one consumer warpgroup per 64 rows, at most 3");
   static_assert(BLOCK_N == 64 || BLOCK_N == 128, "BLOCK_N: 64 or 128 (inside one b-scale block)");
-  static_assert(BLOCK_K % PROMOTE_K == 0 && PROMOTE_K % K_STEP == 0, "PROMOTE_K: 32, 64 or 128");
+  static_assert(PROMOTE_K == 64 || PROMOTE_K == 128, "PROMOTE_K: 64 or 128");
   constexpr int PART = BLOCK_N / 2;  // fp32 registers per thread of one wgmma result
   constexpr int SLICES = BLOCK_K / PROMOTE_K;
   constexpr int STEPS_PER_SLICE = PROMOTE_K / K_STEP;
@@ -143,8 +142,9 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
   const u32 b_base = sm90::smem_u32(smem + L::B_OFFSET);
 
   float acc[PART];
-  float block[PART];  // the current k block's slices summed
-  float part[PART];   // one slice's wgmma result
+  // One result per slice: the slices of a k block run back to back on the tensor core,
+  // with one wait per k block (a shared buffer would drain the pipe once per slice).
+  float part[SLICES][PART];
   MaskedTileScheduler<BLOCK_M, BLOCK_N> scheduler(p.masked_m, p.num_groups, p.m, p.n);
   MaskedTile tile;
   int stage = 0;  // ring position of the k block in flight
@@ -207,23 +207,25 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
       const float s1 = scale_a1 * scale_b;
       sm90::mbar_wait(&full[stage], phase);
 #pragma unroll
+      for (int h = 0; h < SLICES; ++h) issue(part[h], stage, h);
+      sm90::wgmma_wait<0>();
+#pragma unroll
       for (int h = 0; h < SLICES; ++h) {
-        issue(part, stage, h);
-        sm90::wgmma_wait<0>();
 #pragma unroll
-        for (int i = 0; i < PART; ++i) sm90::fence_operand(part[i]);
-        if (h == SLICES - 1) {  // the stage is read: hand it back to the producer
-          __syncwarp();
-          if (lane == 0) sm90::mbar_arrive(&empty[stage]);
-        }
-        // The slices of one k block are summed in fp32, then scaled once: the same
-        // products as a whole-block partial, so an infinite scale still gives +-Inf
-        // rather than Inf - Inf from two slices of opposite sign.
-#pragma unroll
-        for (int i = 0; i < PART; ++i) block[i] = h == 0 ? part[i] : block[i] + part[i];
+        for (int i = 0; i < PART; ++i) sm90::fence_operand(part[h][i]);
       }
+      __syncwarp();  // the stage is read: hand it back to the producer
+      if (lane == 0) sm90::mbar_arrive(&empty[stage]);
+      // The slices are summed in fp32, then scaled once: the same products as a
+      // whole-block partial, so an infinite scale still gives +-Inf rather than
+      // Inf - Inf from two slices of opposite sign.
 #pragma unroll
-      for (int i = 0; i < PART; ++i) acc[i] += block[i] * ((i & 2) ? s1 : s0);
+      for (int i = 0; i < PART; ++i) {
+        float block = part[0][i];
+#pragma unroll
+        for (int h = 1; h < SLICES; ++h) block += part[h][i];
+        acc[i] += block * ((i & 2) ? s1 : s0);
+      }
       if (++stage == STAGES) {
         stage = 0;
         phase ^= 1;

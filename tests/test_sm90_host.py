@@ -60,7 +60,7 @@ def test_block_n_defaults_to_128_and_192_x_64_is_an_explicit_config():
 
 
 @pytest.mark.parametrize("block_m, block_n, promote_k", [(256, 64, 64), (128, 256, 64),
-                                                         (64, 128, 16), (100, 128, 64)])
+                                                         (64, 128, 32), (100, 128, 64)])
 def test_configs_the_kernel_does_not_offer_are_refused(block_m, block_n, promote_k):
     with pytest.raises(ValueError, match="unsupported sm90 config"):
         sm90.Sm90Config(block_m, block_n, 2, OutKind.BF16, promote_k)
@@ -108,8 +108,8 @@ def test_a_given_config_takes_the_problems_out_kind():
 
 
 def test_expression_names_every_template_argument():
-    config = sm90.Sm90Config(192, 64, 4, OutKind.F32, 32)
-    assert config.expression() == "sm90_fp8_masked_gemm<192, 64, 4, 3, 32, 2>"
+    config = sm90.Sm90Config(192, 64, 4, OutKind.F32, 128)
+    assert config.expression() == "sm90_fp8_masked_gemm<192, 64, 4, 3, 128, 2>"
 
 
 # ---- TMA descriptors (the driver is faked: no GPU here) ------------------------------

@@ -44,9 +44,11 @@ if "$SAN" --help 2>&1 | grep -q -- "--padding"; then
   PADDING=(--padding 512)  # room past each allocation, so a near overrun is attributed
 fi
 
-errors_in() {  # the N of the last "ERROR SUMMARY: N error(s)" line of a log, or "?"
-  local n
-  n=$(grep -oE "ERROR SUMMARY: [0-9]+ error" "$1" | tail -1 | grep -oE "[0-9]+")
+errors_in() {  # N of the last "ERROR SUMMARY: N error(s)" or (racecheck, which
+  local n      # prints no such line) "RACECHECK SUMMARY: N hazards" of a log, or "?"
+  n=$(grep -v "not printed" "$1" \
+      | grep -oE "(ERROR SUMMARY: [0-9]+ error|RACECHECK SUMMARY: [0-9]+ hazard)" \
+      | tail -1 | grep -oE "[0-9]+")
   echo "${n:-?}"
 }
 

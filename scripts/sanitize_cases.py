@@ -75,6 +75,7 @@ def gemm_cases():
         for name, groups, m, n, k, masked in GEMM_CASES:
             inputs = make_gemm_inputs(groups, m, n, k, masked, seed=groups + m)
             for expected_m, out_dtype, row_pad in out_variants():
+                expected_m = min(expected_m, m)  # 64 for the small case: still 128 rows
                 yield (f"gemm {family} {name} expected_m={expected_m} {out_dtype.name}",
                        functools.partial(run_gemm_case, family, inputs, expected_m, out_dtype,
                                          row_pad))

@@ -1,6 +1,10 @@
 """Time sm90 tile configs on the benchmark's shapes, and measure accuracy per promote_k.
 
-    python scripts/tune_sm90.py [--quick] [--accuracy]
+    python scripts/tune_sm90.py [--quick] [--accuracy] [--once]
+
+--once launches each (shape, config) once with no timing, for a profiler:
+    ncu --clock-control none --kernel-name regex:sm90_fp8 --section SpeedOfLight \
+        python scripts/tune_sm90.py --quick --once
 
 Each config is forced through the dispatcher; times are CUDA-event medians (the
 benchmark's timer) on the benchmark's rotated inputs, drawn once per shape. Prints one
@@ -36,6 +40,19 @@ def config_of(candidate, info):
     block_m, block_n, promote_k = candidate
     return sm90.Sm90Config(block_m, block_n, sm90.max_stages(block_m, block_n, info),
                            OutKind.F16, promote_k)
+
+
+def launch_once(shapes, info):
+    import cupy as cp
+
+    for shape in shapes:
+        case = bench.make_case(shape)
+        for candidate in CANDIDATES:
+            with forced(config_of(candidate, info)):
+                bench.prepare_ours(case, OutKind.F16).call(0)
+            cp.cuda.runtime.deviceSynchronize()
+            print(f"launched {shape.label} G{shape.groups} em{shape.expected_m} {candidate}",
+                  flush=True)
 
 
 def tune(shapes, info):
@@ -87,11 +104,16 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--accuracy", action="store_true")
+    parser.add_argument("--once", action="store_true", help="launch once each, no timing")
     args = parser.parse_args()
     info = device_info(cp.cuda.Device().id)
+    shapes = bench_shapes.QUICK if args.quick else bench_shapes.HOPPER
+    if args.once:
+        launch_once(shapes, info)
+        return
     if args.accuracy:
         accuracy(info)
-    tune(bench_shapes.QUICK if args.quick else bench_shapes.HOPPER, info)
+    tune(shapes, info)
 
 
 if __name__ == "__main__":

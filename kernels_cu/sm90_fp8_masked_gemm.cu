@@ -15,10 +15,7 @@
 // 1..NUM_CONSUMER_WG each own 64 rows of the BLOCK_M x BLOCK_N tile and issue wgmma
 // (one m64nBLOCK_Nk32 instruction per 32 of k).
 // Stage s of the ring holds one 128-byte-wide k block of a (BLOCK_M rows) and of b
-// (BLOCK_N rows), 128-byte swizzled by TMA. A tile that reaches past masked_m loads only
-// the a rows it needs, in A_ROW_BOX-row boxes (decode tiles are mostly such tiles): the
-// smem rows it skips keep stale bytes, whose products land only in accumulator rows
-// that are never stored. full[s] (count 1 + transaction bytes) says
+// (BLOCK_N rows), 128-byte swizzled by TMA. full[s] (count 1 + transaction bytes) says
 // the stage is loaded; empty[s] (one arrival per consumer warp) says it was read.
 #include "common/params.cuh"
 #include "common/scheduler.cuh"
@@ -31,12 +28,12 @@ constexpr int BLOCK_K = 128;  // elements = bytes: one swizzle span, one scale b
 constexpr int WG_ROWS = 64;   // rows of one wgmma (and of one consumer warpgroup)
 constexpr int K_STEP = 32;    // k of one fp8 wgmma
 constexpr int SMEM_ALIGN = 1024;  // a 128-byte swizzle atom is 8 rows x 128 bytes
-constexpr int A_ROW_BOX = 16;     // rows per box of the narrow a map (2 swizzle atoms)
 // Shared-memory layout; cugroupgemm/families/sm90.py (Sm90Config.smem_bytes) mirrors it.
 template <int BLOCK_M, int BLOCK_N, int STAGES>
 struct Layout {
   static constexpr int A_TILE = BLOCK_M * BLOCK_K;
   static constexpr int B_TILE = BLOCK_N * BLOCK_K;
+  static constexpr int STAGE_BYTES = A_TILE + B_TILE;
   static constexpr int A_OFFSET = 0;
   static constexpr int B_OFFSET = STAGES * A_TILE;
   static constexpr int BAR_OFFSET = B_OFFSET + STAGES * B_TILE;
@@ -62,7 +59,6 @@ template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE
           int OUT_KIND>
 __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
     sm90_fp8_masked_gemm(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
-                         const __grid_constant__ TmaMap tma_a_rows,
                          const __grid_constant__ TmaMap tma_b) {
   using namespace sm90_gemm;
   using L = Layout<BLOCK_M, BLOCK_N, STAGES>;
@@ -79,7 +75,7 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
   // for more blocks the consumers forever.
   constexpr u32 THREADS = (NUM_CONSUMER_WG + 1) * 128;
   constexpr u32 LAUNCH_REGS = (65536 / THREADS / 8 * 8) > 248 ? 248 : (65536 / THREADS / 8 * 8);
-  constexpr u32 PRODUCER_REGS = 48;  // 40 spilled once partial tiles loaded boxes of rows
+  constexpr u32 PRODUCER_REGS = 40;
   constexpr u32 CONSUMER_SHARE = (LAUNCH_REGS * THREADS / 128 - PRODUCER_REGS) / NUM_CONSUMER_WG;
   constexpr u32 CONSUMER_REGS = (CONSUMER_SHARE > 240 ? 240 : CONSUMER_SHARE) / 8 * 8;
   static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 128 * NUM_CONSUMER_WG <= LAUNCH_REGS * THREADS,
@@ -110,29 +106,17 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
     if constexpr (NUM_CONSUMER_WG > 1) sm90::regs_dealloc<PRODUCER_REGS>();
     if (threadIdx.x == 0) {
       sm90::tma_prefetch_descriptor(&tma_a);
-      sm90::tma_prefetch_descriptor(&tma_a_rows);
       sm90::tma_prefetch_descriptor(&tma_b);
       MaskedTileScheduler<BLOCK_M, BLOCK_N> scheduler(p.masked_m, p.num_groups, p.m, p.n);
       MaskedTile tile;
       int stage = 0;
       u32 phase = 0;
       while (scheduler.next_tile(tile)) {
-        const int rows_left = tile.rows_valid - tile.m0;
-        const int a_rows = rows_left >= BLOCK_M
-                               ? BLOCK_M
-                               : (rows_left + A_ROW_BOX - 1) / A_ROW_BOX * A_ROW_BOX;
         for (int kb = 0; kb < k_blocks; ++kb) {
-          u8* a_tile = smem + L::A_OFFSET + stage * L::A_TILE;
           sm90::mbar_wait(&empty[stage], phase ^ 1);
-          // Out-of-bounds box rows (past m) are zero-filled and counted: boxes are whole.
-          sm90::mbar_arrive_expect_tx(&full[stage], L::B_TILE + a_rows * BLOCK_K);
-          if (a_rows == BLOCK_M) {
-            sm90::tma_load_3d(a_tile, &tma_a, &full[stage], kb * BLOCK_K, tile.m0, tile.group);
-          } else {
-            for (int r = 0; r < a_rows; r += A_ROW_BOX)
-              sm90::tma_load_3d(a_tile + r * BLOCK_K, &tma_a_rows, &full[stage], kb * BLOCK_K,
-                                tile.m0 + r, tile.group);
-          }
+          sm90::mbar_arrive_expect_tx(&full[stage], L::STAGE_BYTES);
+          sm90::tma_load_3d(smem + L::A_OFFSET + stage * L::A_TILE, &tma_a, &full[stage],
+                            kb * BLOCK_K, tile.m0, tile.group);
           sm90::tma_load_3d(smem + L::B_OFFSET + stage * L::B_TILE, &tma_b, &full[stage],
                             kb * BLOCK_K, tile.n0, tile.group);
           if (++stage == STAGES) {

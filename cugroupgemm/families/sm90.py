@@ -25,7 +25,6 @@ SOURCE = "sm90_fp8_masked_gemm.cu"
 TARGET = "sm_90a"
 BLOCK_K = 128  # bytes of k per stage: one 128-byte swizzle span, one scale block
 WG_ROWS = 64  # rows per consumer warpgroup (the wgmma M)
-A_ROW_BOX = 16  # rows per box of the narrow a map (partial tiles load only the rows they need)
 BLOCK_N_CHOICES = (64, 128)  # inside one 128-column b-scale block
 MAX_CONSUMER_WARPGROUPS = 3  # a fourth would leave each fewer registers than a tile needs
 # k per wgmma chain before its partial is scaled into the fp32 accumulators. Hopper's fp8
@@ -174,10 +173,8 @@ def _operand_map(argument: str, view: TensorView, rows_box: int) -> tma.TensorMa
 
 
 def extra_arguments(plan: LaunchPlan, views: dict[str, TensorView]) -> tuple:
-    """(a map for whole tiles, narrow a map for tiles past masked_m, b map)."""
     config: Sm90Config = plan.config
     return (_operand_map("a", views["a"], config.block_m),
-            _operand_map("a", views["a"], A_ROW_BOX),
             _operand_map("b", views["b"], config.block_n))
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from . import dlpack, dtypes, frameworks
-from .dlpack import KDL_CUDA, TensorView, device_name
+from .dlpack import KDL_CPU, KDL_CUDA, TensorView, device_name
 from .errors import ArgumentValueError
 
 
@@ -14,6 +15,7 @@ class CallContext:
     framework: str  # framework of the first array: results are handed back in it
     device_id: int
     stream: int  # raw CUDA stream handle the work is launched on
+    framework_stream: bool = False  # stream is the framework's current stream (no stream=)
 
 
 def call_context(first, argument: str, stream=None) -> CallContext:
@@ -27,15 +29,48 @@ def call_context(first, argument: str, stream=None) -> CallContext:
         raise ArgumentValueError(f"{argument}: expected an array on a CUDA device, got one on "
                                  f"{device_name(device_type)}")
     framework = frameworks.framework_of(first)
-    handle = (frameworks.stream_handle(stream) if stream is not None
-              else frameworks.current_stream(framework, device_id))
-    return CallContext(framework, device_id, handle)
+    if stream is not None:
+        return CallContext(framework, device_id, frameworks.stream_handle(stream))
+    return CallContext(framework, device_id, frameworks.current_stream(framework, device_id),
+                       framework_stream=True)
 
 
 def take_arrays(arrays: dict[str, object], context: CallContext) -> dict[str, TensorView]:
-    """Views of the named arrays, each producer ordered before ``context.stream``."""
+    """Views of the named arrays, each producer ordered before ``context.stream``.
+
+    NOTE: a torch tensor on the device of a call launched on torch's current stream is
+    read off its own metadata: DLPack's stream handshake would order nothing there, and
+    costs torch tens of microseconds per tensor (docs/performance.md, host cost).
+    """
     stream = frameworks.for_dlpack(context.stream)
-    return {name: dlpack.take(obj, name, stream) for name, obj in arrays.items()}
+    direct = context.framework == "torch" and context.framework_stream
+    return {name: (direct and _direct_torch_view(obj, context.device_id))
+            or dlpack.take(obj, name, stream) for name, obj in arrays.items()}
+
+
+def _direct_torch_view(obj, device_id: int) -> TensorView | None:
+    """The view of a plain CUDA tensor on ``device_id``; None for anything DLPack must
+    judge (another framework or device, gradients, sparse layouts, conjugate or negative
+    bits, a dtype outside dtypes.py), so its errors stay the DLPack path's."""
+    torch = sys.modules["torch"]
+    if not (isinstance(obj, torch.Tensor) and obj.is_cuda and obj.device.index == device_id
+            and obj.layout is torch.strided and not obj.requires_grad
+            and not obj.is_conj() and not obj.is_neg()
+            and str(obj.dtype).removeprefix("torch.") in _DTYPES_BY_NAME):
+        return None
+    return torch_tensor_view(obj)
+
+
+def torch_tensor_view(tensor, located: bool = True) -> TensorView:
+    """A torch tensor's view read off its metadata, without DLPack. ``located=False`` for
+    a fake tensor (no memory; torch.compile's tracing): the abstract view."""
+    dtype_name = str(tensor.dtype).removeprefix("torch.")
+    if not located:
+        return view_of(tensor.shape, dtype_name, tensor.stride())
+    on_gpu = tensor.device.type == "cuda"
+    return view_of(tensor.shape, dtype_name, tensor.stride(), ptr=tensor.data_ptr(),
+                   device_type=KDL_CUDA if on_gpu else KDL_CPU,
+                   device_id=tensor.device.index if on_gpu else 0, owner=tensor)
 
 
 _DTYPES_BY_NAME = {d.name: d for d in vars(dtypes).values() if isinstance(d, dtypes.DType)}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from . import api, intake, validate
-from .dlpack import KDL_CPU, KDL_CUDA, TensorView
+from .dlpack import TensorView
 from .dtypes import out_kind_from_user
 
 _ARGUMENTS = ("a", "b", "a_scale", "b_scale", "masked_m", "out")
@@ -88,12 +88,5 @@ def _views(tensors, real: bool) -> dict[str, TensorView]:
     there is nothing to order, and a capsule per tensor would cost host time on every call.
     Fake tensors (real=False) have no memory: their views are the abstract ones.
     """
-    return {name: intake.view_of(t.shape, str(t.dtype).removeprefix("torch."), t.stride(),
-                                 **(_location(t) if real else {}))
+    return {name: intake.torch_tensor_view(t, located=real)
             for name, t in zip(_ARGUMENTS, tensors)}
-
-
-def _location(tensor: torch.Tensor) -> dict:
-    on_gpu = tensor.device.type == "cuda"
-    return dict(ptr=tensor.data_ptr(), device_type=KDL_CUDA if on_gpu else KDL_CPU,
-                device_id=tensor.device.index if on_gpu else 0, owner=tensor)

@@ -176,6 +176,26 @@ def test_torch_side_stream_orders_after_the_producer():
     assert_close_to_reference(to_cupy_float64(out), ref, inputs["masked_m"])
 
 
+@pytest.mark.parametrize("explicit_stream", [False, True])
+def test_torch_tensors_skip_dlpack_on_the_current_stream(monkeypatch, explicit_stream):
+    """On torch's current stream the views are read off the tensors (host cost); with
+    stream= another stream, DLPack's handshake orders torch's pending work before it."""
+    import torch
+
+    from cugroupgemm import dlpack
+
+    inputs = make_gemm_inputs(2, 64, 256, 512, [64, 17], seed=10)
+    tensors = torch_inputs(inputs)
+    taken, take = [], dlpack.take
+    monkeypatch.setattr(dlpack, "take",
+                        lambda obj, name, stream: taken.append(name) or take(obj, name, stream))
+    stream = {"stream": torch.cuda.Stream()} if explicit_stream else {}
+    out = gemm(**tensors, expected_m=32, out_dtype="float32", **stream)
+    torch.cuda.synchronize()
+    assert sorted(taken) == (sorted(tensors) if explicit_stream else [])
+    assert_close_to_reference(to_cupy_float64(out), reference_gpu(**inputs), inputs["masked_m"])
+
+
 def test_explicit_stream_argument_wins():
     import cupy as cp
 

@@ -39,8 +39,9 @@ def take_arrays(arrays: dict[str, object], context: CallContext) -> dict[str, Te
     """Views of the named arrays, each producer ordered before ``context.stream``.
 
     NOTE: a torch tensor on the device of a call launched on torch's current stream is
-    read off its own metadata: DLPack's stream handshake would order nothing there, and
-    costs torch tens of microseconds per tensor (docs/performance.md, host cost).
+    read off its own metadata: DLPack's stream handshake would order nothing there, yet
+    torch's __dlpack__ builds a stream object and compares it with the current stream
+    for every tensor (host cost: docs/performance.md, log item 12).
     """
     stream = frameworks.for_dlpack(context.stream)
     direct = context.framework == "torch" and context.framework_stream

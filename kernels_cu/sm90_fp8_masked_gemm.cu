@@ -28,6 +28,7 @@ constexpr int BLOCK_K = 128;  // elements = bytes: one swizzle span, one scale b
 constexpr int WG_ROWS = 64;   // rows of one wgmma (and of one consumer warpgroup)
 constexpr int K_STEP = 32;    // k of one fp8 wgmma
 constexpr int SMEM_ALIGN = 1024;  // a 128-byte swizzle atom is 8 rows x 128 bytes
+
 // Shared-memory layout; cugroupgemm/families/sm90.py (Sm90Config.smem_bytes) mirrors it.
 template <int BLOCK_M, int BLOCK_N, int STAGES>
 struct Layout {

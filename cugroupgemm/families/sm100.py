@@ -16,7 +16,6 @@ kernel uses nothing outside the family feature set (CI compiles both).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from ..build import KernelSpec
@@ -115,19 +114,9 @@ def target_for(info: DeviceInfo) -> str:
 
 def plan(problem: Problem, info: DeviceInfo, config: Sm100Config | None = None) -> LaunchPlan:
     """Launch plan; ``config`` overrides the stage count (tests) but never the output kind."""
-    if config is None:
-        config = choose_config(problem, info)
-    elif config.out_kind != problem.out_kind:
-        config = dataclasses.replace(config, out_kind=problem.out_kind)
-    if config.smem_bytes > info.smem_per_block_optin:
-        raise UnsupportedDeviceError(
-            f"sm100 config {config} needs {config.smem_bytes} bytes of shared memory; "
-            f"{info.name} offers {info.smem_per_block_optin}")
-    # masked_m stays on the GPU: size the grid for every m tile that could be live.
-    most_tiles = problem.num_groups * -(-problem.m // BLOCK_M) * -(-problem.n // BLOCK_N)
-    grid = (max(1, min(info.sm_count, most_tiles)), 1, 1)
-    spec = KernelSpec(SOURCE, config.expression(), target_for(info))
-    return LaunchPlan(spec, grid, (THREADS, 1, 1), config.smem_bytes, config)
+    return sm90.persistent_plan("sm100", SOURCE, target_for(info),
+                                config or choose_config(problem, info), problem, info,
+                                BLOCK_M, BLOCK_N, THREADS)
 
 
 def extra_arguments(plan: LaunchPlan, views: dict[str, TensorView]) -> tuple:

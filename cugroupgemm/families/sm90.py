@@ -144,19 +144,27 @@ def target_for(info: DeviceInfo) -> str:
 def plan(problem: Problem, info: DeviceInfo, config: Sm90Config | None = None) -> LaunchPlan:
     """Launch plan; ``config`` overrides the heuristic tile choice (tests, tuning) but
     never the output kind, which is the problem's."""
-    if config is None:
-        config = choose_config(problem, info)
-    elif config.out_kind != problem.out_kind:
+    config = config or choose_config(problem, info)
+    return persistent_plan("sm90", SOURCE, TARGET, config, problem, info, config.block_m,
+                           config.block_n, config.threads)
+
+
+def persistent_plan(family: str, source: str, target: str, config, problem: Problem,
+                    info: DeviceInfo, block_m: int, block_n: int, threads: int) -> LaunchPlan:
+    """The plan of a persistent TMA kernel (this family's and sm100's): ``config`` takes
+    the problem's output kind and must fit the device's shared memory; one CTA per SM, or
+    per tile that could be live if fewer (masked_m stays on the GPU, so every m tile
+    counts)."""
+    if config.out_kind != problem.out_kind:
         config = dataclasses.replace(config, out_kind=problem.out_kind)
     if config.smem_bytes > info.smem_per_block_optin:
         raise UnsupportedDeviceError(
-            f"sm90 config {config} needs {config.smem_bytes} bytes of shared memory; "
+            f"{family} config {config} needs {config.smem_bytes} bytes of shared memory; "
             f"{info.name} offers {info.smem_per_block_optin}")
-    # masked_m stays on the GPU: size the grid for every m tile that could be live.
-    most_tiles = tiles(problem, config.block_m, config.block_n, problem.m)
+    most_tiles = tiles(problem, block_m, block_n, problem.m)
     grid = (max(1, min(info.sm_count, most_tiles)), 1, 1)
-    spec = KernelSpec(SOURCE, config.expression(), TARGET)
-    return LaunchPlan(spec, grid, (config.threads, 1, 1), config.smem_bytes, config)
+    spec = KernelSpec(source, config.expression(), target)
+    return LaunchPlan(spec, grid, (threads, 1, 1), config.smem_bytes, config)
 
 
 def _operand_map(argument: str, view: TensorView, rows_box: int) -> tma.TensorMap:

@@ -11,12 +11,18 @@
 // acc += block * (sa * sb): the scales are applied exactly, and the tensor core's fp8
 // accumulation (which keeps fewer bits than fp32) never spans more than one slice.
 //
-// Roles: warpgroup 0 is the producer (one thread issues every TMA load); warpgroups
-// 1..NUM_CONSUMER_WG each own 64 rows of the BLOCK_M x BLOCK_N tile and issue wgmma
-// (one m64nBLOCK_Nk32 instruction per 32 of k).
+// Roles: warpgroup 0 is the producer of PIPES independent pipelines (1 or 2), each with
+// its own ring of STAGES stages and its own share of the tile list: in warp 2q one thread
+// issues pipeline q's TMA loads, warp 2q + 1 copies its scales (cp.async); spare warps
+// retire. The consumer warpgroups (NUM_CONSUMER_WG / PIPES per pipeline) each own 64 rows
+// of the tile and issue wgmma (one m64nBLOCK_Nk32 instruction per 32 of k).
+// Two pipelines of one warpgroup each work on different tiles, so one warpgroup's fp32
+// promotion overlaps the other's wgmma; warpgroups sharing a tile run in lockstep.
 // Stage s of the ring holds one 128-byte-wide k block of a (BLOCK_M rows) and of b
-// (BLOCK_N rows), 128-byte swizzled by TMA. full[s] (count 1 + transaction bytes) says
-// the stage is loaded; empty[s] (one arrival per consumer warp) says it was read.
+// (BLOCK_N rows), 128-byte swizzled by TMA, and that k block's scales: a_scale of the
+// tile's BLOCK_M rows, then the tile's b_scale. full[s] (1 TMA arrival + transaction
+// bytes, 32 cp.async arrivals) says the stage is loaded; empty[s] (one arrival per
+// consumer warp) says it was read.
 #include "common/params.cuh"
 #include "common/scheduler.cuh"
 #include "common/sm90_ptx.cuh"
@@ -38,8 +44,11 @@ struct Layout {
   static constexpr int A_OFFSET = 0;
   static constexpr int B_OFFSET = STAGES * A_TILE;
   static constexpr int BAR_OFFSET = B_OFFSET + STAGES * B_TILE;
+  // Per stage: BLOCK_M a scales then one b scale, rounded up to 16 bytes.
+  static constexpr int SCALE_SLOT = ((BLOCK_M + 1) * 4 + 15) / 16 * 16;
+  static constexpr int SCALE_OFFSET = BAR_OFFSET + 2 * STAGES * 8;
   // + SMEM_ALIGN: the dynamic window is aligned up to 1024 bytes inside the kernel.
-  static constexpr int BYTES = BAR_OFFSET + 2 * STAGES * 8 + SMEM_ALIGN;
+  static constexpr int BYTES = SCALE_OFFSET + STAGES * SCALE_SLOT + SMEM_ALIGN;
   static_assert(A_TILE % SMEM_ALIGN == 0 && B_TILE % SMEM_ALIGN == 0, "tiles keep alignment");
 };
 
@@ -56,14 +65,18 @@ __device__ __forceinline__ void store_pair(void* out, i64 offset, float x, float
 
 }  // namespace sm90_gemm
 
+
 template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
-          int OUT_KIND>
+          int OUT_KIND, int PIPES>
 __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
     sm90_fp8_masked_gemm(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
                          const __grid_constant__ TmaMap tma_b) {
   using namespace sm90_gemm;
-  using L = Layout<BLOCK_M, BLOCK_N, STAGES>;
-  static_assert(BLOCK_M == WG_ROWS * NUM_CONSUMER_WG && NUM_CONSUMER_WG <= 3,
+  using L = Layout<BLOCK_M, BLOCK_N, STAGES * PIPES>;
+  constexpr int PIPE_WG = NUM_CONSUMER_WG / PIPES;  // consumer warpgroups per pipeline
+  static_assert(PIPES >= 1 && PIPES <= 2 && NUM_CONSUMER_WG % PIPES == 0,
+                "one or two pipelines (two producer warps each), consumers split evenly");
+  static_assert(BLOCK_M == WG_ROWS * PIPE_WG && NUM_CONSUMER_WG <= 3,
                 "one consumer warpgroup per 64 rows, at most 3");
   static_assert(BLOCK_N == 64 || BLOCK_N == 128, "BLOCK_N: 64 or 128 (inside one b-scale block)");
   static_assert(PROMOTE_K == 64 || PROMOTE_K == 128, "PROMOTE_K: 64 or 128");
@@ -76,22 +89,25 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
   // for more blocks the consumers forever.
   constexpr u32 THREADS = (NUM_CONSUMER_WG + 1) * 128;
   constexpr u32 LAUNCH_REGS = (65536 / THREADS / 8 * 8) > 248 ? 248 : (65536 / THREADS / 8 * 8);
-  constexpr u32 PRODUCER_REGS = 40;
+  constexpr u32 PRODUCER_REGS = 56;
   constexpr u32 CONSUMER_SHARE = (LAUNCH_REGS * THREADS / 128 - PRODUCER_REGS) / NUM_CONSUMER_WG;
   constexpr u32 CONSUMER_REGS = (CONSUMER_SHARE > 240 ? 240 : CONSUMER_SHARE) / 8 * 8;
   static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 128 * NUM_CONSUMER_WG <= LAUNCH_REGS * THREADS,
                 "the register split must fit the launch allocation");
+  constexpr u32 SCALE_LANES = 32;  // warp 1 copies the scales: one arrival per lane
 
   extern __shared__ __align__(16) u8 smem_raw[];  // aligned up to 1024 below
   const u32 raw_address = sm90::smem_u32(smem_raw);
   u8* smem = smem_raw + ((SMEM_ALIGN - (raw_address & (SMEM_ALIGN - 1))) & (SMEM_ALIGN - 1));
   u64* full = reinterpret_cast<u64*>(smem + L::BAR_OFFSET);
-  u64* empty = full + STAGES;
+  u64* empty = full + STAGES * PIPES;
+  float* scales = reinterpret_cast<float*>(smem + L::SCALE_OFFSET);
+  constexpr int SLOT_FLOATS = L::SCALE_SLOT / 4;
 
   if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; ++s) {
-      sm90::mbar_init(&full[s], 1);
-      sm90::mbar_init(&empty[s], NUM_CONSUMER_WG * 4);
+    for (int s = 0; s < STAGES * PIPES; ++s) {
+      sm90::mbar_init(&full[s], 1 + SCALE_LANES);
+      sm90::mbar_init(&empty[s], PIPE_WG * 4);
     }
     sm90::mbar_init_fence();
   }
@@ -100,18 +116,24 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
   const int k_blocks = p.k / BLOCK_K;
   // Broadcast from lane 0 so the compiler sees a warp-uniform value: branches on it are
   // not divergent, and wgmma inside them is not serialised (ptxas warning C7518).
-  const int warpgroup = __shfl_sync(0xffffffff, static_cast<int>(threadIdx.x / 128), 0);
+  const int warp = __shfl_sync(0xffffffff, static_cast<int>(threadIdx.x / 32), 0);
+  const int warpgroup = warp / 4;
+  const int lane = threadIdx.x % 32;
 
   if (warpgroup == 0) {
     // ---------------- producer ----------------
     if constexpr (NUM_CONSUMER_WG > 1) sm90::regs_dealloc<PRODUCER_REGS>();
-    if (threadIdx.x == 0) {
+    // Warps 2q and 2q + 1 feed pipeline q: its ring is stages q * STAGES onwards.
+    const int pipe = warp / 2;
+    if (pipe >= PIPES || (warp % 2 == 0 && lane != 0)) return;
+    MaskedTileScheduler<BLOCK_M, BLOCK_N> scheduler(p.masked_m, p.num_groups, p.m, p.n, pipe,
+                                                    PIPES);
+    MaskedTile tile;
+    int stage = pipe * STAGES;
+    u32 phase = 0;
+    if (warp % 2 == 0) {  // one thread: the operand tiles
       sm90::tma_prefetch_descriptor(&tma_a);
       sm90::tma_prefetch_descriptor(&tma_b);
-      MaskedTileScheduler<BLOCK_M, BLOCK_N> scheduler(p.masked_m, p.num_groups, p.m, p.n);
-      MaskedTile tile;
-      int stage = 0;
-      u32 phase = 0;
       while (scheduler.next_tile(tile)) {
         for (int kb = 0; kb < k_blocks; ++kb) {
           sm90::mbar_wait(&empty[stage], phase ^ 1);
@@ -120,21 +142,44 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
                             kb * BLOCK_K, tile.m0, tile.group);
           sm90::tma_load_3d(smem + L::B_OFFSET + stage * L::B_TILE, &tma_b, &full[stage],
                             kb * BLOCK_K, tile.n0, tile.group);
-          if (++stage == STAGES) {
-            stage = 0;
+          if (++stage == (pipe + 1) * STAGES) {
+            stage = pipe * STAGES;
             phase ^= 1;
           }
         }
       }
+    } else {  // the scales, asynchronously, so the warp runs ahead as TMA does
+      while (scheduler.next_tile(tile)) {
+        // Rows at or past m (a partial last tile) read row m - 1: in bounds, never stored.
+        const float* a_rows = p.a_scale + tile.group * p.as_stride_g;
+        const float* b_col = p.b_scale + tile.group * p.bs_stride_g +
+                             static_cast<i64>(tile.n0 / SCALE_BLOCK) * p.bs_stride_n;
+        for (int kb = 0; kb < k_blocks; ++kb) {
+          sm90::mbar_wait(&empty[stage], phase ^ 1);
+          float* slot = scales + stage * SLOT_FLOATS;
+          for (int t = lane; t < BLOCK_M; t += 32) {
+            const int row = min(tile.m0 + t, p.m - 1);
+            sm90::cp_async_4(slot + t, a_rows + static_cast<i64>(row) * p.as_stride_m +
+                                           static_cast<i64>(kb) * p.as_stride_k);
+          }
+          if (lane == 0) sm90::cp_async_4(slot + BLOCK_M, b_col + kb * p.bs_stride_k);
+          sm90::cp_async_mbar_arrive_noinc(&full[stage]);
+          if (++stage == (pipe + 1) * STAGES) {
+            stage = pipe * STAGES;
+            phase ^= 1;
+          }
+        }
+      }
+      sm90::cp_async_wait_all();
     }
     return;
   }
 
   // ---------------- consumers ----------------
   if constexpr (NUM_CONSUMER_WG > 1) sm90::regs_alloc<CONSUMER_REGS>();
-  const int consumer = warpgroup - 1;
+  const int pipe = (warpgroup - 1) / PIPE_WG;
+  const int consumer = (warpgroup - 1) % PIPE_WG;  // within the pipeline
   const int t = threadIdx.x % 128;
-  const int lane = t % 32;
   // wgmma accumulator layout: register 4j+{0,1} is (row, 8j + col2 + {0,1}),
   // register 4j+{2,3} is (row + 8, same columns).
   const int row_in_tile = consumer * WG_ROWS + (t / 32) * 16 + lane / 4;
@@ -146,43 +191,29 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
   // One result per slice: the slices of a k block run back to back on the tensor core,
   // with one wait per k block (a shared buffer would drain the pipe once per slice).
   float part[SLICES][PART];
-  MaskedTileScheduler<BLOCK_M, BLOCK_N> scheduler(p.masked_m, p.num_groups, p.m, p.n);
+  MaskedTileScheduler<BLOCK_M, BLOCK_N> scheduler(p.masked_m, p.num_groups, p.m, p.n, pipe,
+                                                  PIPES);
   MaskedTile tile;
-  int stage = 0;  // ring position of the k block in flight
+  int stage = pipe * STAGES;  // ring position of the k block in flight
   u32 phase = 0;
   while (scheduler.next_tile(tile)) {
     const bool active = tile.m0 + consumer * WG_ROWS < tile.rows_valid;
-    const int r0 = tile.m0 + row_in_tile;
-    const bool valid0 = r0 < tile.rows_valid;
-    const bool valid1 = r0 + 8 < tile.rows_valid;
-
     if (!active) {  // no valid row here: only keep the ring in step
       for (int kb = 0; kb < k_blocks; ++kb) {
         sm90::mbar_wait(&full[stage], phase);
         __syncwarp();
         if (lane == 0) sm90::mbar_arrive(&empty[stage]);
-        if (++stage == STAGES) {
-          stage = 0;
+        if (++stage == (pipe + 1) * STAGES) {
+          stage = pipe * STAGES;
           phase ^= 1;
         }
       }
       continue;
     }
 
-    const float* sa0 = p.a_scale + tile.group * p.as_stride_g + static_cast<i64>(r0) * p.as_stride_m;
-    const float* sa1 = sa0 + 8 * p.as_stride_m;
-    const float* sb = p.b_scale + tile.group * p.bs_stride_g +
-                      static_cast<i64>(tile.n0 / SCALE_BLOCK) * p.bs_stride_n;
 #pragma unroll
     for (int i = 0; i < PART; ++i) acc[i] = 0.0f;
 
-    // Scales of k block kb (rows r0 and r0 + 8; the tile's columns share one b scale).
-    auto load_scales = [&](int kb, float& a0, float& a1, float& b) {
-      const i64 k_off = static_cast<i64>(kb) * p.as_stride_k;
-      a0 = valid0 ? sm90::ld_global_f32(sa0 + k_off) : 0.0f;
-      a1 = valid1 ? sm90::ld_global_f32(sa1 + k_off) : 0.0f;
-      b = sm90::ld_global_f32(sb + kb * p.bs_stride_k);
-    };
     // The wgmma of one slice (of the k block in ring stage s) into d, the first
     // instruction overwriting d; one commit group.
     auto issue = [&](float(&d)[PART], int s, int slice) {
@@ -201,14 +232,14 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
     };
 
     for (int kb = 0; kb < k_blocks; ++kb) {
-      // Scales first: their latency hides behind the barrier wait and the wgmma.
-      float scale_a0, scale_a1, scale_b;
-      load_scales(kb, scale_a0, scale_a1, scale_b);
-      const float s0 = scale_a0 * scale_b;
-      const float s1 = scale_a1 * scale_b;
       sm90::mbar_wait(&full[stage], phase);
 #pragma unroll
       for (int h = 0; h < SLICES; ++h) issue(part[h], stage, h);
+      // The scales (rows row_in_tile and + 8) are read while the tensor core runs,
+      // before the stage is handed back.
+      const float* slot = scales + stage * SLOT_FLOATS;
+      const float scale0 = slot[row_in_tile] * slot[BLOCK_M];
+      const float scale1 = slot[row_in_tile + 8] * slot[BLOCK_M];
       sm90::wgmma_wait<0>();
 #pragma unroll
       for (int h = 0; h < SLICES; ++h) {
@@ -225,17 +256,20 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
         float block = part[0][i];
 #pragma unroll
         for (int h = 1; h < SLICES; ++h) block += part[h][i];
-        acc[i] += block * ((i & 2) ? s1 : s0);
+        acc[i] += block * ((i & 2) ? scale1 : scale0);
       }
-      if (++stage == STAGES) {
-        stage = 0;
+      if (++stage == (pipe + 1) * STAGES) {
+        stage = pipe * STAGES;
         phase ^= 1;
       }
     }
 
     // Epilogue straight from registers: rows below rows_valid, columns below n.
+    const int r0 = tile.m0 + row_in_tile;
     const i64 row_offset0 = tile.group * p.out_stride_g + static_cast<i64>(r0) * p.out_stride_m;
     const i64 row_offset1 = row_offset0 + 8 * p.out_stride_m;
+    const bool valid0 = r0 < tile.rows_valid;
+    const bool valid1 = r0 + 8 < tile.rows_valid;
 #pragma unroll
     for (int j = 0; j < PART / 4; ++j) {
       const int col = tile.n0 + 8 * j + col2;

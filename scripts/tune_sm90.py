@@ -23,9 +23,8 @@ from cugroupgemm.device import device_info
 from cugroupgemm.dtypes import OutKind
 from cugroupgemm.families import sm90
 
-CANDIDATES = [  # block_m, block_n, promote_k
-    (64, 128, 64), (64, 128, 128), (128, 128, 64), (128, 128, 128),
-    (192, 64, 64), (192, 64, 128),
+CANDIDATES = [  # block_m, block_n, promote_k, pipes
+    (64, 128, 64, 1), (64, 128, 64, 2), (128, 128, 64, 1), (128, 128, 128, 1), (64, 128, 128, 2),
 ]
 
 
@@ -37,9 +36,9 @@ def forced(config):
 
 
 def config_of(candidate, info):
-    block_m, block_n, promote_k = candidate
-    return sm90.Sm90Config(block_m, block_n, sm90.max_stages(block_m, block_n, info),
-                           OutKind.F16, promote_k)
+    block_m, block_n, promote_k, pipes = candidate
+    return sm90.Sm90Config(block_m, block_n, sm90.max_stages(block_m, block_n, info, pipes),
+                           OutKind.F16, promote_k, pipes)
 
 
 def launch_once(shapes, info):
@@ -86,8 +85,8 @@ def accuracy(info):
     groups, m, n, k = 8, 1024, 4096, 7168
     inputs = make_gemm_inputs(groups, m, n, k, [m] * groups, seed=1)
     ref = reference_gpu(**inputs)
-    for candidate in [(128, 128, 128), (128, 128, 64), (192, 64, 64),
-                      (64, 128, 64)]:
+    for candidate in [(128, 128, 128, 1), (128, 128, 64, 1), (64, 128, 64, 2),
+                      (64, 128, 128, 2)]:
         with forced(config_of(candidate, info)):
             out = batch_deepgemm_fp8_nt_groupwise(**inputs, expected_m=m, out_dtype="float32")
         err = out.astype(cp.float64) - ref

@@ -31,39 +31,36 @@ def test_runs_only_on_hopper_and_builds_for_sm_90a():
     assert sm90.FAMILY.validated_archs == (90,)
 
 
-@pytest.mark.parametrize("expected_m, block_m, warpgroups", [(1, 64, 1), (48, 64, 1),
-                                                            (49, 128, 2), (1024, 128, 2)])
-def test_block_m_follows_expected_m(expected_m, block_m, warpgroups):
+@pytest.mark.parametrize("expected_m", [0, 1, 8, 64, 65, 256, 4096])
+def test_one_tile_in_two_pipelines_for_every_problem(expected_m):
     config = sm90.choose_config(problem(expected_m=expected_m), H100)
-    assert (config.block_m, config.consumer_warpgroups) == (block_m, warpgroups)
-    assert config.threads == (warpgroups + 1) * 128
+    assert (config.block_m, config.block_n, config.pipes) == (64, 128, 2)
+    assert config.promote_k == sm90.DEFAULT_PROMOTE_K == 64
+    assert config.consumer_warpgroups == 2 and config.threads == 384
 
 
-def test_worked_examples_of_the_docstring():
-    prefill = sm90.choose_config(problem(groups=4, m=4096, n=7168, expected_m=256), H100)
-    assert (prefill.block_m, prefill.block_n, prefill.stages) == (128, 128, 7)
-    assert prefill.smem_bytes == 230512
-    decode = sm90.choose_config(problem(expected_m=8), H100)
-    assert (decode.block_m, decode.block_n, decode.stages) == (64, 128, 9)
+def test_worked_example_of_the_docstring():
+    config = sm90.choose_config(problem(groups=4, m=4096, n=7168, expected_m=256), H100)
+    assert sm90.scale_slot_bytes(64) == 272  # 65 floats in 16-byte units
+    assert config.stages == (232448 - 1024) // (2 * (24576 + 16 + 272)) == 4
+    assert config.smem_bytes == 2 * 4 * 24864 + 1024 == 199936
 
 
-def test_block_n_defaults_to_128_and_192_x_64_is_an_explicit_config():
-    for em in (1, 64, 65, 4096):
-        config = sm90.choose_config(problem(expected_m=em), H100)
-        assert config.block_n == 128 and config.promote_k == sm90.DEFAULT_PROMOTE_K == 64
+def test_one_pipeline_configs_are_explicit():
     config = sm90.Sm90Config(192, 64, sm90.max_stages(192, 64, H100), OutKind.BF16, 128)
-    assert config.stages == (232448 - 1024) // (32768 + 16) == 7
-    assert "192, 64, 7, 3, 128, 0>" in config.expression()
+    assert config.stages == (232448 - 1024) // (32768 + 16 + 784) == 6
+    assert config.expression() == "sm90_fp8_masked_gemm<192, 64, 6, 3, 128, 0, 1>"
     plan = sm90.plan(problem(groups=4, expected_m=256), H100, config)
     assert plan.config == config and plan.block == (512, 1, 1)
     assert plan.smem_bytes == config.smem_bytes <= H100.smem_per_block_optin
 
 
-@pytest.mark.parametrize("block_m, block_n, promote_k", [(256, 64, 64), (128, 256, 64),
-                                                         (64, 128, 32), (100, 128, 64)])
-def test_configs_the_kernel_does_not_offer_are_refused(block_m, block_n, promote_k):
+@pytest.mark.parametrize("block_m, block_n, promote_k, pipes", [
+    (256, 64, 64, 1), (128, 256, 64, 1), (64, 128, 32, 1), (100, 128, 64, 1), (128, 128, 64, 2),
+    (64, 128, 64, 3)])
+def test_configs_the_kernel_does_not_offer_are_refused(block_m, block_n, promote_k, pipes):
     with pytest.raises(ValueError, match="unsupported sm90 config"):
-        sm90.Sm90Config(block_m, block_n, 2, OutKind.BF16, promote_k)
+        sm90.Sm90Config(block_m, block_n, 2, OutKind.BF16, promote_k, pipes)
 
 
 @pytest.mark.parametrize("device", [H100, H100_PCIE, SMALL_SMEM])
@@ -75,28 +72,30 @@ def test_every_plan_fits_the_device(device, expected_m):
     assert plan.smem_bytes == config.smem_bytes <= device.smem_per_block_optin
     # One more stage would not fit (or the cap is reached).
     assert (config.stages == sm90.MAX_STAGES
-            or sm90.smem_bytes(config.block_m, config.block_n, config.stages + 1)
+            or sm90.smem_bytes(config.block_m, config.block_n, config.stages + 1, config.pipes)
             > device.smem_per_block_optin)
     assert plan.grid[0] <= device.sm_count and plan.grid[1:] == (1, 1)
-    assert plan.block == ((config.block_m // 64 + 1) * 128, 1, 1)
+    assert plan.block == ((config.consumer_warpgroups + 1) * 128, 1, 1)
     assert plan.spec.target == "sm_90a" and plan.spec.source == sm90.SOURCE
 
 
 def test_stages_come_from_the_device_not_a_literal():
     big = sm90.choose_config(problem(expected_m=8), H100)
     small = sm90.choose_config(problem(expected_m=8), SMALL_SMEM)
-    assert small.stages == (101376 - 1024) // (24576 + 16) < big.stages
+    assert small.stages == (101376 - 1024) // (2 * 24864) == 2 < big.stages
 
 
 def test_too_little_shared_memory_is_a_clear_error():
-    tiny = dataclasses.replace(H100, smem_per_block_optin=40000)
+    tiny = dataclasses.replace(H100, smem_per_block_optin=90000)  # < 2 x 2 stages of 24 KB
     with pytest.raises(UnsupportedDeviceError, match=r"at least \d+ bytes of shared memory"):
         sm90.choose_config(problem(expected_m=8), tiny)
 
 
 def test_grid_is_no_larger_than_the_tile_count():
     plan = sm90.plan(problem(groups=1, m=16, n=256, k=128, expected_m=4), H100)
-    assert plan.grid == (2, 1, 1)  # 1 group x 1 m tile x 2 n tiles
+    assert plan.grid == (1, 1, 1)  # 1 group x 1 m tile x 2 n tiles, two per CTA
+    plan = sm90.plan(problem(groups=1, m=16, n=384, k=128, expected_m=4), H100)
+    assert plan.grid == (2, 1, 1)  # three tiles
     plan = sm90.plan(problem(groups=64, m=4096, n=7168, k=2048, expected_m=4000), H100)
     assert plan.grid == (H100.sm_count, 1, 1)
 
@@ -104,12 +103,14 @@ def test_grid_is_no_larger_than_the_tile_count():
 def test_a_given_config_takes_the_problems_out_kind():
     config = sm90.Sm90Config(192, 64, 4, OutKind.BF16)
     plan = sm90.plan(problem(expected_m=256, out_kind=OutKind.F32), H100, config)
-    assert plan.config.out_kind == OutKind.F32 and plan.spec.expression.endswith(", 2>")
+    assert plan.config.out_kind == OutKind.F32 and plan.spec.expression.endswith(", 2, 1>")
 
 
 def test_expression_names_every_template_argument():
     config = sm90.Sm90Config(192, 64, 4, OutKind.F32, 128)
-    assert config.expression() == "sm90_fp8_masked_gemm<192, 64, 4, 3, 128, 2>"
+    assert config.expression() == "sm90_fp8_masked_gemm<192, 64, 4, 3, 128, 2, 1>"
+    piped = sm90.Sm90Config(64, 128, 4, OutKind.BF16, pipes=2)
+    assert piped.expression() == "sm90_fp8_masked_gemm<64, 128, 4, 2, 64, 0, 2>"
 
 
 # ---- TMA descriptors (the driver is faked: no GPU here) ------------------------------
@@ -128,7 +129,7 @@ def test_operand_maps_are_3d_k_rows_groups_with_128_byte_swizzle(fake_driver):
     assert bytes(map_a) == bytes(range(128))
     call_a, call_b = fake_driver.calls
     assert call_a["dims"] == (512, 100, 3) and call_a["strides"] == (512, 51200)
-    assert call_a["box"] == (128, 128, 1) and call_a["elem"] == (1, 1, 1)
+    assert call_a["box"] == (128, 64, 1) and call_a["elem"] == (1, 1, 1)
     assert call_b["dims"] == (512, 272, 3) and call_b["box"] == (128, plan.config.block_n, 1)
     assert call_a["swizzle"] == tma.SWIZZLE_128B and call_a["oob"] == tma.OOB_FILL_ZEROS
     assert call_a["dtype"] == tma.DATA_TYPE_UINT8 and call_b["address"] == 0x7F0000100000
@@ -191,4 +192,4 @@ def test_instances_compile_without_spills_or_ignored_register_hints(spec):
     assert check.tensor_core_ok and check.local_memory_ops == 0
     block_n = int(spec.expression.split(",")[1])
     assert f"QGMMA.64x{block_n}x32.F32.E4M3.E4M3" in check.sass
-    assert "UTMALDG.3D" in check.sass
+    assert "UTMALDG.3D" in check.sass and "LDGSTS" in check.sass  # operands and scales

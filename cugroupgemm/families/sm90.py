@@ -2,8 +2,10 @@
 
 A persistent kernel: at most one CTA per SM walks the masked tile list (group, n tile,
 m tile; m tiles past clamp(masked_m[g], 0, m) skipped) with a stride of the grid size.
-Each CTA has one TMA producer warpgroup and BLOCK_M / 64 consumer warpgroups; stages of
-(BLOCK_M + BLOCK_N) x 128 bytes fill whatever shared memory the device offers.
+Each CTA has one producer warpgroup (TMA for the operands, cp.async for the scales) and
+one or two independent pipelines, each with its own tiles, ring of stages and
+BLOCK_M / 64 consumer warpgroups; stages of (BLOCK_M + BLOCK_N) x 128 bytes plus their
+scales fill whatever shared memory the device offers.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ MAX_CONSUMER_WARPGROUPS = 3  # a fourth would leave each fewer registers than a 
 PROMOTE_K_CHOICES = (64, 128)
 DEFAULT_PROMOTE_K = 64
 # Mirrors of kernels_cu/sm90_fp8_masked_gemm.cu (Layout): barrier bytes per stage (full +
-# empty mbarrier) and the slack for aligning the dynamic window to 1024 bytes.
+# empty mbarrier), the scale slot (block_m a scales + one b scale, fp32, in 16-byte
+# units) and the slack for aligning the dynamic window to 1024 bytes.
 BARRIER_BYTES_PER_STAGE = 16
 SMEM_ALIGN_SLACK = 1024
 MIN_STAGES = 2
@@ -52,16 +55,18 @@ class Sm90Config:
     stages: int
     out_kind: OutKind
     promote_k: int = DEFAULT_PROMOTE_K
+    pipes: int = 1  # independent pipelines per CTA, each with its own tiles and ring
 
     def __post_init__(self):
-        if (self.block_m % WG_ROWS or not 1 <= self.block_m // WG_ROWS <= MAX_CONSUMER_WARPGROUPS
+        if (self.block_m % WG_ROWS or self.pipes not in (1, 2)
+                or not 1 <= self.pipes * self.block_m // WG_ROWS <= MAX_CONSUMER_WARPGROUPS
                 or self.block_n not in BLOCK_N_CHOICES
                 or self.promote_k not in PROMOTE_K_CHOICES):
             raise ValueError(f"unsupported sm90 config {self}")
 
     @property
     def consumer_warpgroups(self) -> int:
-        return self.block_m // WG_ROWS
+        return self.pipes * self.block_m // WG_ROWS
 
     @property
     def threads(self) -> int:
@@ -73,24 +78,37 @@ class Sm90Config:
 
     @property
     def smem_bytes(self) -> int:
-        return smem_bytes(self.block_m, self.block_n, self.stages)
+        return smem_bytes(self.block_m, self.block_n, self.stages, self.pipes)
 
     def expression(self) -> str:
         return (f"sm90_fp8_masked_gemm<{self.block_m}, {self.block_n}, {self.stages}, "
-                f"{self.consumer_warpgroups}, {self.promote_k}, {int(self.out_kind)}>")
+                f"{self.consumer_warpgroups}, {self.promote_k}, {int(self.out_kind)}, "
+                f"{self.pipes}>")
 
 
 def stage_bytes(block_m: int, block_n: int) -> int:
+    """Operand bytes of one stage: a k block of the tile's a and b rows."""
     return (block_m + block_n) * BLOCK_K
 
 
-def smem_bytes(block_m: int, block_n: int, stages: int) -> int:
-    return stages * (stage_bytes(block_m, block_n) + BARRIER_BYTES_PER_STAGE) + SMEM_ALIGN_SLACK
+def scale_slot_bytes(block_m: int) -> int:
+    """The block_m a scales and the b scale of one stage (fp32), in 16-byte units."""
+    return -(-(block_m + 1) * 4 // 16) * 16
 
 
-def max_stages(block_m: int, block_n: int, info: DeviceInfo) -> int:
-    """The most stages whose shared memory fits the device's opt-in limit (capped)."""
-    per_stage = stage_bytes(block_m, block_n) + BARRIER_BYTES_PER_STAGE
+def _bytes_per_stage(block_m: int, block_n: int) -> int:
+    return stage_bytes(block_m, block_n) + BARRIER_BYTES_PER_STAGE + scale_slot_bytes(block_m)
+
+
+def smem_bytes(block_m: int, block_n: int, stages: int, pipes: int = 1) -> int:
+    """Shared memory of ``pipes`` rings of ``stages`` stages each."""
+    return pipes * stages * _bytes_per_stage(block_m, block_n) + SMEM_ALIGN_SLACK
+
+
+def max_stages(block_m: int, block_n: int, info: DeviceInfo, pipes: int = 1) -> int:
+    """The most stages per ring whose shared memory fits the device's opt-in limit
+    (capped)."""
+    per_stage = pipes * _bytes_per_stage(block_m, block_n)
     return min(MAX_STAGES, (info.smem_per_block_optin - SMEM_ALIGN_SLACK) // per_stage)
 
 
@@ -98,39 +116,35 @@ def tiles(problem: Problem, block_m: int, block_n: int, rows: int) -> int:
     return problem.num_groups * -(-rows // block_m) * -(-problem.n // block_n)
 
 
-# (largest expected_m, block_m, block_n), smallest first; past the last entry, the
-# prefill tile. Measured on the H200 (docs/performance.md, 2026-12-01): 64 x 128 streams b
-# fastest while a group's rows fit 64 rows; beyond, 128 x 128 (a tile that covers a
-# group's rows reads b once) was as fast as or faster than 64 x 128 and 192 x 64.
-TILES = ((48, 64, 128),)
-PREFILL_TILE = (128, 128)
+# One tile for every problem: 64 x 128 in two pipelines per CTA (two consumer
+# warpgroups on different tiles, so one's fp32 promotion overlaps the other's wgmma).
+# Measured on the H200 over the benchmark's sixteen shapes (docs/performance.md,
+# 2026-12-02): 5 % less total time than 128 x 128 in one pipeline, up to 26 % less on
+# single shapes, at most 6 % more on any; 128 x 128 and 192 x 64 stay explicit configs.
+TILE = (64, 128)
+PIPES = 2
 
 
 def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
-    """Tile shape from expected_m, stages from the device's shared memory.
+    """The tile (TILE, PIPES pipelines), stages from the device's shared memory.
 
-    - block_m x block_n: the first TILES entry whose expected_m bound holds, else
-      PREFILL_TILE. Decode is bound by streaming b, once per m tile of each group: a tile
-      that covers a group's rows reads b once (the spare warpgroups of a tile past
-      masked_m skip their wgmma); prefill is bound by the tensor core.
     - promote_k: DEFAULT_PROMOTE_K (accuracy; docs/performance.md).
-    - stages: as many (block_m + block_n) x 128-byte stages (+ 16 bytes of barriers) as
-      fit the device's opt-in shared memory (smem_per_block_optin, less 1024 bytes of
-      alignment slack), at most 16; fewer than 2 is an error.
+    - stages per pipeline: as many as fit the device's opt-in shared memory
+      (smem_per_block_optin, less 1024 bytes of alignment slack), at most 16; a stage is
+      (block_m + block_n) x 128 operand bytes, 16 bytes of barriers and the scale slot
+      (block_m + 1 floats in 16-byte units); fewer than 2 is an error.
 
-    Worked example (H100: 232448 B opt-in): G = 4, expected_m = 256, n = 7168 ->
-    block_m 128, block_n 128, stages = (232448 - 1024) // (32768 + 16) = 7, smem
-    7 * 32784 + 1024 = 230512 B, 384 threads. Decode, expected_m = 8: block_m 64,
-    stages = 231424 // 24592 = 9, smem 222352 B, 256 threads.
+    Worked example (H100: 232448 B opt-in): any problem -> block_m 64, block_n 128, two
+    pipelines of (232448 - 1024) // (2 * (24576 + 16 + 272)) = 4 stages, smem
+    2 * 4 * 24864 + 1024 = 199936 B, 384 threads.
     """
-    block_m, block_n = next(((bm, bn) for bound, bm, bn in TILES
-                             if problem.expected_m <= bound), PREFILL_TILE)
-    stages = max_stages(block_m, block_n, info)
+    block_m, block_n = TILE
+    stages = max_stages(block_m, block_n, info, PIPES)
     if stages < MIN_STAGES:
         raise UnsupportedDeviceError(
-            f"the sm90 kernel needs at least {smem_bytes(block_m, block_n, MIN_STAGES)} bytes "
-            f"of shared memory per block; {info.name} offers {info.smem_per_block_optin}")
-    return Sm90Config(block_m, block_n, stages, problem.out_kind)
+            f"the sm90 kernel needs at least {smem_bytes(block_m, block_n, MIN_STAGES, PIPES)} "
+            f"bytes of shared memory per block; {info.name} offers {info.smem_per_block_optin}")
+    return Sm90Config(block_m, block_n, stages, problem.out_kind, pipes=PIPES)
 
 
 def runs_on(info: DeviceInfo) -> bool:
@@ -146,15 +160,16 @@ def plan(problem: Problem, info: DeviceInfo, config: Sm90Config | None = None) -
     never the output kind, which is the problem's."""
     config = config or choose_config(problem, info)
     return persistent_plan("sm90", SOURCE, TARGET, config, problem, info, config.block_m,
-                           config.block_n, config.threads)
+                           config.block_n, config.threads, config.pipes)
 
 
 def persistent_plan(family: str, source: str, target: str, config, problem: Problem,
-                    info: DeviceInfo, block_m: int, block_n: int, threads: int) -> LaunchPlan:
+                    info: DeviceInfo, block_m: int, block_n: int, threads: int,
+                    pipes: int = 1) -> LaunchPlan:
     """The plan of a persistent TMA kernel (this family's and sm100's): ``config`` takes
     the problem's output kind and must fit the device's shared memory; one CTA per SM, or
-    per tile that could be live if fewer (masked_m stays on the GPU, so every m tile
-    counts)."""
+    per ``pipes`` tiles that could be live if fewer (masked_m stays on the GPU, so every
+    m tile counts)."""
     if config.out_kind != problem.out_kind:
         config = dataclasses.replace(config, out_kind=problem.out_kind)
     if config.smem_bytes > info.smem_per_block_optin:
@@ -162,7 +177,7 @@ def persistent_plan(family: str, source: str, target: str, config, problem: Prob
             f"{family} config {config} needs {config.smem_bytes} bytes of shared memory; "
             f"{info.name} offers {info.smem_per_block_optin}")
     most_tiles = tiles(problem, block_m, block_n, problem.m)
-    grid = (max(1, min(info.sm_count, most_tiles)), 1, 1)
+    grid = (max(1, min(info.sm_count, -(-most_tiles // pipes))), 1, 1)
     spec = KernelSpec(source, config.expression(), target)
     return LaunchPlan(spec, grid, (threads, 1, 1), config.smem_bytes, config)
 
@@ -187,21 +202,23 @@ def extra_arguments(plan: LaunchPlan, views: dict[str, TensorView]) -> tuple:
 
 
 def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
-    """Every tile shape the heuristics can pick, planned for ``info``, bf16 out."""
-    shapes = [(bm, bn) for _, bm, bn in TILES] + [PREFILL_TILE]
-    return [Sm90Config(bm, bn, max_stages(bm, bn, info), OutKind.BF16) for bm, bn in shapes]
+    """The tile the heuristics pick, planned for ``info``, bf16 out."""
+    return [Sm90Config(*TILE, max_stages(*TILE, info, PIPES), OutKind.BF16, pipes=PIPES)]
 
 
 def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
-    configs = reference_configs()
-    decode, prefill = configs[0], configs[-1]
-    # The other output kinds on the decode and prefill shapes; the three-warpgroup tile
-    # and the other promote_k choices, which a caller can ask for through plan(config=).
-    configs += [dataclasses.replace(decode, out_kind=OutKind.F32),
-                dataclasses.replace(prefill, out_kind=OutKind.F16),
-                dataclasses.replace(prefill, out_kind=OutKind.F32),
-                Sm90Config(192, 64, max_stages(192, 64, REFERENCE_DEVICE), OutKind.BF16),
-                dataclasses.replace(prefill, promote_k=128)]
+    (default,) = reference_configs()
+
+    def one_pipeline(block_m, block_n):
+        return Sm90Config(block_m, block_n, max_stages(block_m, block_n, REFERENCE_DEVICE),
+                          OutKind.BF16)
+
+    # The other output kinds; the one-pipeline tiles and the other promote_k choice, which
+    # a caller can ask for through plan(config=).
+    configs = [default, dataclasses.replace(default, out_kind=OutKind.F32),
+               dataclasses.replace(default, out_kind=OutKind.F16),
+               one_pipeline(64, 128), one_pipeline(128, 128), one_pipeline(192, 64),
+               dataclasses.replace(one_pipeline(128, 128), promote_k=128)]
     return [(KernelSpec(SOURCE, config.expression(), target), r"QGMMA") for config in configs]
 
 

@@ -3,7 +3,8 @@
 // sequence of tiles without talking to each other.
 //
 // Tiles are numbered in the order (group, n tile, m tile), m fastest, counting only the
-// m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to CTA t % gridDim.x.
+// m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to CTA t % gridDim.x,
+// or with P independent pipelines per CTA, to pipeline t % P of CTA (t / P) % gridDim.x.
 // NOTE: m fastest so the m tiles of one (group, n tile) run at the same time on
 // neighbouring CTAs and read that b tile from DRAM once (the others hit L2). With n
 // fastest, a decode group of 65..128 rows streamed its b twice (measured on the H100,
@@ -31,9 +32,12 @@ struct MaskedTileScheduler {
   i64 next;             // the next tile index this CTA owns
   i64 step;
 
-  __device__ MaskedTileScheduler(const i32* masked_m_, i32 num_groups_, i32 m_, i32 n_)
+  __device__ MaskedTileScheduler(const i32* masked_m_, i32 num_groups_, i32 m_, i32 n_,
+                                 i32 pipe = 0, i32 pipes = 1)
       : masked_m(masked_m_), num_groups(num_groups_), m(m_),
-        n_tiles((n_ + BLOCK_N - 1) / BLOCK_N), next(blockIdx.x), step(gridDim.x) {}
+        n_tiles((n_ + BLOCK_N - 1) / BLOCK_N),
+        next(static_cast<i64>(blockIdx.x) * pipes + pipe),
+        step(static_cast<i64>(gridDim.x) * pipes) {}
 
   // The next tile of this CTA; false when none is left.
   __device__ bool next_tile(MaskedTile& tile) {

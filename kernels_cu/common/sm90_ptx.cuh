@@ -115,48 +115,53 @@ __device__ __forceinline__ void fence_operand(float& reg) {
 }
 
 // d (+)= A(64x32, smem) * B(Nx32, smem)^T, fp8 e4m3 in, fp32 accumulate; d holds N / 2
-// registers per thread. accumulate == 0 overwrites d (scale-d = 0).
+// registers per thread. accumulate == 0 overwrites d (scale-d = 0). The operand lists
+// are spelled in chunks of 8 registers (16 columns).
+#define SM90_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
+                   "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define SM90_R8(a, b, c, d, e, f, g, h) "%" #a ", %" #b ", %" #c ", %" #d ", %" #e ", %" #f \
+                                        ", %" #g ", %" #h
+#define SM90_R64 SM90_R8(0, 1, 2, 3, 4, 5, 6, 7) ", " SM90_R8(8, 9, 10, 11, 12, 13, 14, 15) \
+    ", " SM90_R8(16, 17, 18, 19, 20, 21, 22, 23) ", " SM90_R8(24, 25, 26, 27, 28, 29, 30, 31)
+#define SM90_R128 SM90_R64 ", " SM90_R8(32, 33, 34, 35, 36, 37, 38, 39) \
+    ", " SM90_R8(40, 41, 42, 43, 44, 45, 46, 47) ", " SM90_R8(48, 49, 50, 51, 52, 53, 54, 55) \
+    ", " SM90_R8(56, 57, 58, 59, 60, 61, 62, 63)
+#define SM90_O64 SM90_D8(0), SM90_D8(8), SM90_D8(16), SM90_D8(24)
+#define SM90_O128 SM90_O64, SM90_D8(32), SM90_D8(40), SM90_D8(48), SM90_D8(56)
+// ACC, DESC_A, DESC_B: operand numbers after the N / 2 accumulators.
+#define SM90_WGMMA_E4M3(N, ACC, DESC_A, DESC_B)                                          \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #ACC ", 0;\n"                      \
+               "wgmma.mma_async.sync.aligned.m64n" #N "k32.f32.e4m3.e4m3 {" SM90_R##N    \
+               "}, %" #DESC_A ", %" #DESC_B ", p, 1, 1;\n}\n"                            \
+               : SM90_O##N                                                               \
+               : "r"(accumulate), "l"(desc_a), "l"(desc_b))
+
 template <int N>
 __device__ __forceinline__ void wgmma_m64k32_e4m3(float (&d)[N / 2], u64 desc_a, u64 desc_b,
                                                   u32 accumulate) {
   static_assert(N == 64 || N == 128, "wgmma N: 64 or 128");
-  if constexpr (N == 128) {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "setp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-        "%64, %65, p, 1, 1;\n"
-        "}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-  } else {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "setp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-        "%32, %33, p, 1, 1;\n"
-        "}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-  }
+  if constexpr (N == 64) SM90_WGMMA_E4M3(64, 32, 33, 34);
+  else SM90_WGMMA_E4M3(128, 64, 65, 66);
+}
+
+// ---- cp.async: small global -> shared copies tracked by an mbarrier --------------------
+
+// 4 bytes, cached in L1 (.ca: the only cache mode that takes 4-byte copies).
+__device__ __forceinline__ void cp_async_4(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_u32(dst)),
+               "l"(reinterpret_cast<u64>(src))
+               : "memory");
+}
+
+// One arrival on `bar` once every cp.async this thread issued before has landed; .noinc:
+// the barrier's expected count already includes this arrival.
+__device__ __forceinline__ void cp_async_mbar_arrive_noinc(u64* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_u32(bar))
+               : "memory");
+}
+
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_all;" ::: "memory");
 }
 
 // ---- plain global accesses -----------------------------------------------------------

@@ -196,11 +196,24 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
   MaskedTile tile;
   int stage = pipe * STAGES;  // ring position of the k block in flight
   u32 phase = 0;
+  // Ping-pong between two warpgroups sharing a tile: each issues a k block's wgmma only
+  // after the other issued its previous one (named barriers 1 and 2), so the tensor core
+  // alternates between them and one's promotion overlaps the other's wgmma.
+  constexpr bool PING_PONG = PIPE_WG == 2;
+  auto wait_turn = [&] {
+    if constexpr (PING_PONG) sm90::named_barrier_sync(1 + consumer, 256);
+  };
+  auto pass_turn = [&] {
+    if constexpr (PING_PONG) sm90::named_barrier_arrive(2 - consumer, 256);
+  };
+  if (consumer == 1) pass_turn();  // warpgroup 0 goes first
   while (scheduler.next_tile(tile)) {
     const bool active = tile.m0 + consumer * WG_ROWS < tile.rows_valid;
     if (!active) {  // no valid row here: only keep the ring in step
       for (int kb = 0; kb < k_blocks; ++kb) {
         sm90::mbar_wait(&full[stage], phase);
+        wait_turn();
+        pass_turn();
         __syncwarp();
         if (lane == 0) sm90::mbar_arrive(&empty[stage]);
         if (++stage == (pipe + 1) * STAGES) {
@@ -217,8 +230,8 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
     // The wgmma of one slice (of the k block in ring stage s) into d, the first
     // instruction overwriting d; one commit group.
     auto issue = [&](float(&d)[PART], int s, int slice) {
-      const u64 desc_a = sm90::smem_desc_k_major_sw128(a_base + s * L::A_TILE);
-      const u64 desc_b = sm90::smem_desc_k_major_sw128(b_base + s * L::B_TILE);
+      const u32 desc_a = sm90::smem_desc_lo(a_base + s * L::A_TILE);
+      const u32 desc_b = sm90::smem_desc_lo(b_base + s * L::B_TILE);
 #pragma unroll
       for (int i = 0; i < PART; ++i) sm90::fence_operand(d[i]);
       sm90::wgmma_fence();
@@ -233,8 +246,10 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
 
     for (int kb = 0; kb < k_blocks; ++kb) {
       sm90::mbar_wait(&full[stage], phase);
+      wait_turn();
 #pragma unroll
       for (int h = 0; h < SLICES; ++h) issue(part[h], stage, h);
+      pass_turn();
       // The scales (rows row_in_tile and + 8) are read while the tensor core runs,
       // before the stage is handed back.
       const float* slot = scales + stage * SLOT_FLOATS;
@@ -280,4 +295,5 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
       }
     }
   }
+  if (consumer == 0) wait_turn();  // takes warpgroup 1's last hand-over
 }

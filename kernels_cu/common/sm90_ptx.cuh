@@ -50,6 +50,16 @@ __device__ __forceinline__ void mbar_wait(u64* bar, u32 parity) {
       : "memory");
 }
 
+// ---- named barriers (0 is __syncthreads) -----------------------------------------------
+
+__device__ __forceinline__ void named_barrier_sync(u32 id, u32 threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
+__device__ __forceinline__ void named_barrier_arrive(u32 id, u32 threads) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
 // ---- TMA -----------------------------------------------------------------------------
 
 __device__ __forceinline__ void tma_prefetch_descriptor(const TmaMap* map) {
@@ -87,14 +97,12 @@ __device__ __forceinline__ void regs_alloc() {
 //   bits 32-45  stride-dimension byte offset >> 4 (1024 B between 8-row groups: 64)
 //   bits 49-51  base offset (0: every tile starts 1024-byte aligned)
 //   bits 62-63  layout type (1 = 128-byte swizzle)
-__device__ __forceinline__ u64 smem_desc_k_major_sw128(u32 smem_address) {
-  u64 desc = 0;
-  desc |= static_cast<u64>((smem_address & 0x3FFFF) >> 4);
-  desc |= static_cast<u64>(1) << 16;
-  desc |= static_cast<u64>(1024 >> 4) << 32;
-  desc |= static_cast<u64>(1) << 62;
-  return desc;
+// Kept as two 32-bit words: only the low one varies (stage, k step), and 32-bit adds
+// there spare the main loop 64-bit carries and moves.
+__device__ __forceinline__ u32 smem_desc_lo(u32 smem_address) {
+  return ((smem_address & 0x3FFFF) >> 4) | (1u << 16);
 }
+constexpr u32 SMEM_DESC_HI_SW128 = (1024 >> 4) | (1u << 30);
 
 __device__ __forceinline__ void wgmma_fence() {
   asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
@@ -115,8 +123,9 @@ __device__ __forceinline__ void fence_operand(float& reg) {
 }
 
 // d (+)= A(64x32, smem) * B(Nx32, smem)^T, fp8 e4m3 in, fp32 accumulate; d holds N / 2
-// registers per thread. accumulate == 0 overwrites d (scale-d = 0). The operand lists
-// are spelled in chunks of 8 registers (16 columns).
+// registers per thread; the descriptors are given by their low words (smem_desc_lo).
+// accumulate == 0 overwrites d (scale-d = 0). The operand lists are spelled in chunks
+// of 8 registers (16 columns).
 #define SM90_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
                    "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
 #define SM90_R8(a, b, c, d, e, f, g, h) "%" #a ", %" #b ", %" #c ", %" #d ", %" #e ", %" #f \
@@ -128,20 +137,21 @@ __device__ __forceinline__ void fence_operand(float& reg) {
     ", " SM90_R8(56, 57, 58, 59, 60, 61, 62, 63)
 #define SM90_O64 SM90_D8(0), SM90_D8(8), SM90_D8(16), SM90_D8(24)
 #define SM90_O128 SM90_O64, SM90_D8(32), SM90_D8(40), SM90_D8(48), SM90_D8(56)
-// ACC, DESC_A, DESC_B: operand numbers after the N / 2 accumulators.
-#define SM90_WGMMA_E4M3(N, ACC, DESC_A, DESC_B)                                          \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #ACC ", 0;\n"                      \
+// ACC, A, B, HI: operand numbers after the N / 2 accumulators.
+#define SM90_WGMMA_E4M3(N, ACC, A, B, HI)                                                 \
+  asm volatile("{\n.reg .pred p;\n.reg .b64 da, db;\nsetp.ne.b32 p, %" #ACC ", 0;\n"    \
+               "mov.b64 da, {%" #A ", %" #HI "};\nmov.b64 db, {%" #B ", %" #HI "};\n"      \
                "wgmma.mma_async.sync.aligned.m64n" #N "k32.f32.e4m3.e4m3 {" SM90_R##N    \
-               "}, %" #DESC_A ", %" #DESC_B ", p, 1, 1;\n}\n"                            \
+               "}, da, db, p, 1, 1;\n}\n"                                                 \
                : SM90_O##N                                                               \
-               : "r"(accumulate), "l"(desc_a), "l"(desc_b))
+               : "r"(accumulate), "r"(desc_a_lo), "r"(desc_b_lo), "r"(SMEM_DESC_HI_SW128))
 
 template <int N>
-__device__ __forceinline__ void wgmma_m64k32_e4m3(float (&d)[N / 2], u64 desc_a, u64 desc_b,
-                                                  u32 accumulate) {
+__device__ __forceinline__ void wgmma_m64k32_e4m3(float (&d)[N / 2], u32 desc_a_lo,
+                                                  u32 desc_b_lo, u32 accumulate) {
   static_assert(N == 64 || N == 128, "wgmma N: 64 or 128");
-  if constexpr (N == 64) SM90_WGMMA_E4M3(64, 32, 33, 34);
-  else SM90_WGMMA_E4M3(128, 64, 65, 66);
+  if constexpr (N == 64) SM90_WGMMA_E4M3(64, 32, 33, 34, 35);
+  else SM90_WGMMA_E4M3(128, 64, 65, 66, 67);
 }
 
 // ---- cp.async: small global -> shared copies tracked by an mbarrier --------------------

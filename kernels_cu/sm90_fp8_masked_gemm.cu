@@ -17,7 +17,8 @@
 // retire. The consumer warpgroups (NUM_CONSUMER_WG / PIPES per pipeline) each own 64 rows
 // of the tile and issue wgmma (one m64nBLOCK_Nk32 instruction per 32 of k).
 // Two pipelines of one warpgroup each work on different tiles, so one warpgroup's fp32
-// promotion overlaps the other's wgmma; warpgroups sharing a tile run in lockstep.
+// promotion overlaps the other's wgmma; two warpgroups sharing a tile would wait on the
+// same stages in lockstep, so they take turns issuing (ping-pong, named barriers 1, 2).
 // Stage s of the ring holds one 128-byte-wide k block of a (BLOCK_M rows) and of b
 // (BLOCK_N rows), 128-byte swizzled by TMA, and that k block's scales: a_scale of the
 // tile's BLOCK_M rows, then the tile's b_scale. full[s] (1 TMA arrival + transaction

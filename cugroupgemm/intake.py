@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 
@@ -38,14 +39,14 @@ def call_context(first, argument: str, stream=None) -> CallContext:
 def take_arrays(arrays: dict[str, object], context: CallContext) -> dict[str, TensorView]:
     """Views of the named arrays, each producer ordered before ``context.stream``.
 
-    NOTE: a torch tensor on the device of a call launched on torch's current stream is
-    read off its own metadata: DLPack's stream handshake would order nothing there, yet
-    torch's __dlpack__ builds a stream object and compares it with the current stream
-    for every tensor (host cost: docs/performance.md, log item 12).
+    NOTE: a torch tensor or CuPy array on the device of a call launched on its own
+    framework's current stream is read off its metadata: DLPack's stream handshake would
+    order nothing there, and costs a capsule, a stream object and a comparison per array
+    (host cost: docs/performance.md, log items 12 and 19).
     """
     stream = frameworks.for_dlpack(context.stream)
-    direct = context.framework == "torch" and context.framework_stream
-    return {name: (direct and _direct_torch_view(obj, context.device_id))
+    direct = _DIRECT_VIEWS.get(context.framework) if context.framework_stream else None
+    return {name: (direct and direct(obj, context.device_id))
             or dlpack.take(obj, name, stream) for name, obj in arrays.items()}
 
 
@@ -60,6 +61,29 @@ def _direct_torch_view(obj, device_id: int) -> TensorView | None:
             and str(obj.dtype).removeprefix("torch.") in _DTYPES_BY_NAME):
         return None
     return torch_tensor_view(obj)
+
+
+def _direct_cupy_view(obj, device_id: int) -> TensorView | None:
+    """The view of a CuPy array on ``device_id``; None for anything DLPack must judge
+    (another framework or device, byte strides that are not whole elements, a dtype
+    outside dtypes.py)."""
+    cupy = sys.modules["cupy"]
+    if not (isinstance(obj, cupy.ndarray) and obj.data.device_id == device_id):
+        return None
+    dtype_name = _numpy_dtype_name(obj.dtype)
+    itemsize = obj.itemsize
+    if dtype_name not in _DTYPES_BY_NAME or any(stride % itemsize for stride in obj.strides):
+        return None
+    return view_of(obj.shape, dtype_name, [stride // itemsize for stride in obj.strides],
+                   ptr=obj.data.ptr, device_id=device_id, owner=obj)
+
+
+@functools.cache
+def _numpy_dtype_name(dtype) -> str:
+    return dtype.name  # NOTE: NumPy computes it in Python on every access (host cost)
+
+
+_DIRECT_VIEWS = {"torch": _direct_torch_view, "cupy": _direct_cupy_view}
 
 
 def torch_tensor_view(tensor, located: bool = True) -> TensorView:

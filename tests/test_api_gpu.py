@@ -196,6 +196,62 @@ def test_torch_tensors_skip_dlpack_on_the_current_stream(monkeypatch, explicit_s
     assert_close_to_reference(to_cupy_float64(out), reference_gpu(**inputs), inputs["masked_m"])
 
 
+@pytest.mark.parametrize("explicit_stream", [False, True])
+def test_cupy_arrays_skip_dlpack_on_the_current_stream(monkeypatch, explicit_stream):
+    """The same for CuPy: on CuPy's current stream the views are read off the arrays."""
+    import cupy as cp
+
+    from cugroupgemm import dlpack
+
+    inputs = make_gemm_inputs(2, 64, 256, 512, [64, 17], seed=11)
+    taken, take = [], dlpack.take
+    monkeypatch.setattr(dlpack, "take",
+                        lambda obj, name, stream: taken.append(name) or take(obj, name, stream))
+    stream = {"stream": cp.cuda.Stream(non_blocking=True)} if explicit_stream else {}
+    out = gemm(**inputs, expected_m=32, out_dtype="float32", **stream)
+    cp.cuda.runtime.deviceSynchronize()
+    assert sorted(taken) == (sorted(inputs) if explicit_stream else [])
+    assert_close_to_reference(out.astype(cp.float64), reference_gpu(**inputs), inputs["masked_m"])
+
+
+def cupy_arrays():
+    import cupy as cp
+
+    base = cp.arange(4 * 6 * 256, dtype=cp.float32).reshape(4, 6, 256)
+    yield "contiguous", base
+    yield "transposed", base.transpose(0, 2, 1)
+    yield "sliced with an offset", base[1:, 2:5, 128:]
+    yield "zero stride", cp.broadcast_to(base[:1], (3, 6, 256))
+    yield "one element", base[0, 0, :1]
+    yield "empty", base[:0]
+    for dtype in (cp.uint8, cp.int32, cp.float16, cp.float64):
+        yield cp.dtype(dtype).name, base[:, :, :128].astype(dtype)
+
+
+def test_direct_cupy_views_equal_the_dlpack_views():
+    from cugroupgemm import dlpack, intake
+
+    fields = ("ptr", "shape", "strides", "dtype", "device_type", "device_id", "readonly")
+    for name, array in cupy_arrays():
+        direct = intake._direct_cupy_view(array, array.data.device_id)
+        via_dlpack = dlpack.take(array, "x", None)
+        checked = fields[1:] if array.size == 0 else fields  # DLPack may null an empty one
+        assert ({f: getattr(direct, f) for f in checked}
+                == {f: getattr(via_dlpack, f) for f in checked}), name
+        assert direct.owner is array
+
+
+def test_only_cupy_arrays_of_known_dtypes_and_whole_element_strides_skip_dlpack():
+    import cupy as cp
+
+    from cugroupgemm import intake
+
+    odd = cp.lib.stride_tricks.as_strided(cp.zeros(64, dtype=cp.int32), (7,), (6,))
+    for array in (cp.zeros(4, dtype=cp.int16), odd):
+        assert intake._direct_cupy_view(array, array.data.device_id) is None
+    assert intake._direct_cupy_view(cp.zeros(4, dtype=cp.int32), 99) is None
+
+
 def test_explicit_stream_argument_wins():
     import cupy as cp
 

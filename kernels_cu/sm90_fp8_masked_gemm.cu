@@ -66,7 +66,6 @@ __device__ __forceinline__ void store_pair(void* out, i64 offset, float x, float
 
 }  // namespace sm90_gemm
 
-
 template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
           int OUT_KIND, int PIPES>
 __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
@@ -95,7 +94,7 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
   constexpr u32 CONSUMER_REGS = (CONSUMER_SHARE > 240 ? 240 : CONSUMER_SHARE) / 8 * 8;
   static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 128 * NUM_CONSUMER_WG <= LAUNCH_REGS * THREADS,
                 "the register split must fit the launch allocation");
-  constexpr u32 SCALE_LANES = 32;  // warp 1 copies the scales: one arrival per lane
+  constexpr u32 SCALE_LANES = 32;  // a pipeline's scale warp: one arrival per lane
 
   extern __shared__ __align__(16) u8 smem_raw[];  // aligned up to 1024 below
   const u32 raw_address = sm90::smem_u32(smem_raw);

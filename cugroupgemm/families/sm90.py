@@ -119,8 +119,9 @@ def tiles(problem: Problem, block_m: int, block_n: int, rows: int) -> int:
 # One tile for every problem: 64 x 128 in two pipelines per CTA (two consumer
 # warpgroups on different tiles, so one's fp32 promotion overlaps the other's wgmma).
 # Measured on the H200 over the benchmark's sixteen shapes (docs/performance.md,
-# 2026-12-02): 5 % less total time than 128 x 128 in one pipeline, up to 26 % less on
-# single shapes, at most 6 % more on any; 128 x 128 and 192 x 64 stay explicit configs.
+# 2026-12-02): 5 % less total time than 128 x 128 (ping-pong), up to 23 % less on single
+# shapes, at most 8 % more on any; 128 x 128 and 192 x 64 stay explicit configs. So the
+# sm90 family ignores expected_m (the portable family sizes its tile from it).
 TILE = (64, 128)
 PIPES = 2
 

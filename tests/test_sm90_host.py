@@ -93,9 +93,7 @@ def test_too_little_shared_memory_is_a_clear_error():
 
 def test_grid_is_no_larger_than_the_tile_count():
     plan = sm90.plan(problem(groups=1, m=16, n=256, k=128, expected_m=4), H100)
-    assert plan.grid == (1, 1, 1)  # 1 group x 1 m tile x 2 n tiles, two per CTA
-    plan = sm90.plan(problem(groups=1, m=16, n=384, k=128, expected_m=4), H100)
-    assert plan.grid == (2, 1, 1)  # three tiles
+    assert plan.grid == (2, 1, 1)  # 1 group x 1 m tile x 2 n tiles: one SM each
     plan = sm90.plan(problem(groups=64, m=4096, n=7168, k=2048, expected_m=4000), H100)
     assert plan.grid == (H100.sm_count, 1, 1)
 

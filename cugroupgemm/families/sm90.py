@@ -161,16 +161,15 @@ def plan(problem: Problem, info: DeviceInfo, config: Sm90Config | None = None) -
     never the output kind, which is the problem's."""
     config = config or choose_config(problem, info)
     return persistent_plan("sm90", SOURCE, TARGET, config, problem, info, config.block_m,
-                           config.block_n, config.threads, config.pipes)
+                           config.block_n, config.threads)
 
 
 def persistent_plan(family: str, source: str, target: str, config, problem: Problem,
-                    info: DeviceInfo, block_m: int, block_n: int, threads: int,
-                    pipes: int = 1) -> LaunchPlan:
+                    info: DeviceInfo, block_m: int, block_n: int, threads: int) -> LaunchPlan:
     """The plan of a persistent TMA kernel (this family's and sm100's): ``config`` takes
     the problem's output kind and must fit the device's shared memory; one CTA per SM, or
-    per ``pipes`` tiles that could be live if fewer (masked_m stays on the GPU, so every
-    m tile counts)."""
+    per tile that could be live if fewer (masked_m stays on the GPU, so every m tile
+    counts; kernels_cu/common/scheduler.cuh hands a CTA's pipelines whole rounds)."""
     if config.out_kind != problem.out_kind:
         config = dataclasses.replace(config, out_kind=problem.out_kind)
     if config.smem_bytes > info.smem_per_block_optin:
@@ -178,7 +177,7 @@ def persistent_plan(family: str, source: str, target: str, config, problem: Prob
             f"{family} config {config} needs {config.smem_bytes} bytes of shared memory; "
             f"{info.name} offers {info.smem_per_block_optin}")
     most_tiles = tiles(problem, block_m, block_n, problem.m)
-    grid = (max(1, min(info.sm_count, -(-most_tiles // pipes))), 1, 1)
+    grid = (max(1, min(info.sm_count, most_tiles)), 1, 1)
     spec = KernelSpec(source, config.expression(), target)
     return LaunchPlan(spec, grid, (threads, 1, 1), config.smem_bytes, config)
 

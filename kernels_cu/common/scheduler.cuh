@@ -4,7 +4,9 @@
 //
 // Tiles are numbered in the order (group, n tile, m tile), m fastest, counting only the
 // m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to CTA t % gridDim.x,
-// or with P independent pipelines per CTA, to pipeline t % P of CTA (t / P) % gridDim.x.
+// and with P independent pipelines per CTA to its pipeline (t / gridDim.x) % P: each
+// round of gridDim.x tiles fills one pipeline of every CTA, so a last partial round
+// spreads over as many SMs as it has tiles (a pipeline alone on its SM runs faster).
 // NOTE: m fastest so the m tiles of one (group, n tile) run at the same time on
 // neighbouring CTAs and read that b tile from DRAM once (the others hit L2). With n
 // fastest, a decode group of 65..128 rows streamed its b twice (measured on the H100,
@@ -36,7 +38,7 @@ struct MaskedTileScheduler {
                                  i32 pipe = 0, i32 pipes = 1)
       : masked_m(masked_m_), num_groups(num_groups_), m(m_),
         n_tiles((n_ + BLOCK_N - 1) / BLOCK_N),
-        next(static_cast<i64>(blockIdx.x) * pipes + pipe),
+        next(blockIdx.x + static_cast<i64>(pipe) * gridDim.x),
         step(static_cast<i64>(gridDim.x) * pipes) {}
 
   // The next tile of this CTA; false when none is left.

@@ -64,11 +64,13 @@ def _direct_torch_view(obj, device_id: int) -> TensorView | None:
 
 
 def _direct_cupy_view(obj, device_id: int) -> TensorView | None:
-    """The view of a CuPy array on ``device_id``; None for anything DLPack must judge
-    (another framework or device, byte strides that are not whole elements, a dtype
-    outside dtypes.py)."""
+    """The view of a CuPy array in device memory on ``device_id``; None for anything
+    DLPack must judge (another framework, device or memory kind such as managed memory,
+    byte strides that are not whole elements, a dtype outside dtypes.py or one CuPy does
+    not export through DLPack, such as ml_dtypes' kind 'V')."""
     cupy = sys.modules["cupy"]
-    if not (isinstance(obj, cupy.ndarray) and obj.data.device_id == device_id):
+    if not (isinstance(obj, cupy.ndarray) and obj.data.device_id == device_id
+            and obj.dtype.kind != "V" and obj.__dlpack_device__()[0] == KDL_CUDA):
         return None
     dtype_name = _numpy_dtype_name(obj.dtype)
     itemsize = obj.itemsize

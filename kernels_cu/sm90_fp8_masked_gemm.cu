@@ -23,7 +23,7 @@
 // (BLOCK_N rows), 128-byte swizzled by TMA, and that k block's scales: a_scale of the
 // tile's BLOCK_M rows, then the tile's b_scale. full[s] (1 TMA arrival + transaction
 // bytes, 32 cp.async arrivals) says the stage is loaded; empty[s] (one arrival per
-// consumer warp) says it was read.
+// consumer warp of its pipeline) says it was read.
 #include "common/params.cuh"
 #include "common/scheduler.cuh"
 #include "common/sm90_ptx.cuh"
@@ -150,7 +150,8 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
       }
     } else {  // the scales, asynchronously, so the warp runs ahead as TMA does
       while (scheduler.next_tile(tile)) {
-        // Rows at or past m (a partial last tile) read row m - 1: in bounds, never stored.
+        // Every row of the tile is read, those past masked_m too (never stored); rows at
+        // or past m (a partial last tile) read row m - 1 to stay in bounds.
         const float* a_rows = p.a_scale + tile.group * p.as_stride_g;
         const float* b_col = p.b_scale + tile.group * p.bs_stride_g +
                              static_cast<i64>(tile.n0 / SCALE_BLOCK) * p.bs_stride_n;
@@ -200,6 +201,7 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
   // after the other issued its previous one (named barriers 1 and 2), so the tensor core
   // alternates between them and one's promotion overlaps the other's wgmma.
   constexpr bool PING_PONG = PIPE_WG == 2;
+  static_assert(!PING_PONG || PIPES == 1, "named barriers 1 and 2 serve one pipeline");
   auto wait_turn = [&] {
     if constexpr (PING_PONG) sm90::named_barrier_sync(1 + consumer, 256);
   };

@@ -1,6 +1,6 @@
-// The masked persistent tile scheduler: a deterministic walk that every role of a CTA
-// (TMA producer, each consumer warpgroup) replays on its own, so they agree on the
-// sequence of tiles without talking to each other.
+// The masked persistent tile scheduler: a deterministic walk that every role of a
+// pipeline (TMA producer, scale copier, each consumer warpgroup) replays on its own, so
+// they agree on the sequence of tiles without talking to each other.
 //
 // Tiles are numbered in the order (group, n tile, m tile), m fastest, counting only the
 // m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to CTA t % gridDim.x,
@@ -31,7 +31,7 @@ struct MaskedTileScheduler {
   i32 m_tiles = 0;      // m tiles of the current group
   i64 group_base = 0;   // index of the current group's first tile
   i64 group_tiles = 0;  // tiles of the current group
-  i64 next;             // the next tile index this CTA owns
+  i64 next;             // the next tile index this CTA's pipeline owns
   i64 step;
 
   __device__ MaskedTileScheduler(const i32* masked_m_, i32 num_groups_, i32 m_, i32 n_,

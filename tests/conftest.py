@@ -105,3 +105,13 @@ def fake_driver(monkeypatch):
     tma.clear_cache()
     yield driver
     tma.clear_cache()
+
+
+def compile_static_asserts(kernel_source: str, target: str, asserts: list[str]) -> None:
+    """Compile ``asserts`` (C++ static_assert lines) after including ``kernel_source``
+    with NVRTC for ``target``: how a host mirror of a kernel's constants is checked."""
+    from cugroupgemm import build, nvrtc
+
+    source = f'#include "{kernel_source}"\n' + "\n".join(asserts) + "\n"
+    nvrtc.compile_program(source, "layout_check.cu", build.KernelSpec(kernel_source, "", target)
+                          .options(), [])

@@ -7,7 +7,9 @@ import re
 
 import pytest
 
-from cugroupgemm import build, dlpack, dtypes, kernel_report, nvrtc, tma, validate
+from conftest import compile_static_asserts
+
+from cugroupgemm import build, dlpack, dtypes, kernel_report, tma, validate
 from cugroupgemm.dtypes import OutKind
 from cugroupgemm.errors import UnsupportedDeviceError
 from cugroupgemm.families import sm100
@@ -43,13 +45,11 @@ def test_the_worked_example_of_the_docstring():
 
 def test_the_layout_mirror_matches_the_kernel():
     """Compile static_asserts against the kernel's own Layout for a few stage counts."""
-    checks = "\n".join(f"static_assert(sm100_gemm::Layout<{s}>::BYTES == {sm100.smem_bytes(s)}, "
-                       f"\"stages {s}\");" for s in (2, 7, sm100.MAX_STAGES))
-    source = (f'#include "{sm100.SOURCE}"\n{checks}\n'
-              f"static_assert(sm100_gemm::ACC_STAGES == {sm100.ACC_STAGES}, \"acc stages\");\n"
-              f"static_assert(sm100_gemm::THREADS == {sm100.THREADS}, \"threads\");\n")
-    nvrtc.compile_program(source, "layout_check.cu", build.KernelSpec(sm100.SOURCE, "", "sm_100a")
-                          .options(), [])
+    checks = [f"static_assert(sm100_gemm::Layout<{s}>::BYTES == {sm100.smem_bytes(s)}, "
+              f"\"stages {s}\");" for s in (2, 7, sm100.MAX_STAGES)]
+    checks += [f"static_assert(sm100_gemm::ACC_STAGES == {sm100.ACC_STAGES}, \"acc stages\");",
+               f"static_assert(sm100_gemm::THREADS == {sm100.THREADS}, \"threads\");"]
+    compile_static_asserts(sm100.SOURCE, "sm_100a", checks)
 
 
 @pytest.mark.parametrize("device", [B200, B300, SMALL_SMEM])

@@ -5,6 +5,7 @@ import dataclasses
 import re
 
 import pytest
+from conftest import compile_static_asserts
 
 from cugroupgemm import build, dlpack, dtypes, kernel_report, tma
 from cugroupgemm.dtypes import OutKind
@@ -44,6 +45,16 @@ def test_worked_example_of_the_docstring():
     assert sm90.scale_slot_bytes(64) == 272  # 65 floats in 16-byte units
     assert config.stages == (232448 - 1024) // (2 * (24576 + 16 + 272)) == 4
     assert config.smem_bytes == 2 * 4 * 24864 + 1024 == 199936
+
+
+def test_the_layout_mirror_matches_the_kernel():
+    """smem_bytes against the kernel's own Layout (all pipelines' stages in one ring)."""
+    shapes = [(64, 128, 4, 2), (64, 128, 9, 1), (128, 128, 6, 1), (192, 64, 6, 1),
+              (64, 128, sm90.MAX_STAGES, 2)]
+    checks = [f"static_assert(sm90_gemm::Layout<{bm}, {bn}, {stages * pipes}>::BYTES == "
+              f"{sm90.smem_bytes(bm, bn, stages, pipes)}, \"{bm} x {bn}, {stages} x {pipes}\");"
+              for bm, bn, stages, pipes in shapes]
+    compile_static_asserts(sm90.SOURCE, sm90.TARGET, checks)
 
 
 def test_one_pipeline_configs_are_explicit():

@@ -69,10 +69,9 @@ def torch_paths(inputs, expected_m: int):
         return []
     from . import torch_ops
     from .api import batch_deepgemm_fp8_nt_groupwise as eager_gemm
+    from .bench_peers import torch_gemm_inputs
 
-    tensors = {name: torch.from_dlpack(array) for name, array in inputs.items()}
-    for name in ("a", "b"):
-        tensors[name] = tensors[name].view(torch.float8_e4m3fn)
+    tensors = torch_gemm_inputs(inputs)
     groups, m, _ = tensors["a"].shape
     out = torch.empty((groups, m, tensors["b"].shape[1]), dtype=torch.bfloat16, device="cuda")
 

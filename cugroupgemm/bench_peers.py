@@ -97,6 +97,12 @@ def _as_torch(array, fp8: bool = False):
     return tensor.view(torch.float8_e4m3fn) if fp8 else tensor
 
 
+def torch_gemm_inputs(inputs: dict) -> dict:
+    """The GEMM's CuPy inputs (e4m3 as uint8) as torch tensors on the same memory, a and b
+    viewed as float8_e4m3fn (the benchmark's, the host profile's and the GPU tests')."""
+    return {name: _as_torch(array, fp8=name in ("a", "b")) for name, array in inputs.items()}
+
+
 def _torch_inputs(inputs: dict) -> tuple:
     return (_as_torch(inputs["a"], fp8=True), _as_torch(inputs["b"], fp8=True),
             _as_torch(inputs["a_scale"]), _as_torch(inputs["b_scale"]))

@@ -1,5 +1,6 @@
 """Where the host time of a warm eager call goes: cProfile over many calls of a tiny
-problem (a few microseconds of GPU work), torch tensors with ``out=``, on a GPU.
+problem (a few microseconds of GPU work), torch tensors or CuPy arrays with ``out=``, on a
+GPU.
 
     python scripts/profile_host.py [--calls N] [--framework torch|cupy]
 
@@ -12,6 +13,7 @@ import pstats
 import time
 
 from cugroupgemm import batch_deepgemm_fp8_nt_groupwise as gemm
+from cugroupgemm.bench_peers import torch_gemm_inputs
 from cugroupgemm.testing import make_gemm_inputs
 
 
@@ -26,9 +28,7 @@ def main():
     if args.framework == "torch":
         import torch
 
-        arrays = {name: torch.from_dlpack(array) for name, array in inputs.items()}
-        for name in ("a", "b"):
-            arrays[name] = arrays[name].view(torch.float8_e4m3fn)
+        arrays = torch_gemm_inputs(inputs)
         out = torch.empty((4, 64, 256), dtype=torch.bfloat16, device="cuda")
     else:
         arrays = dict(inputs)

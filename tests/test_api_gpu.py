@@ -13,19 +13,11 @@ from conftest import (
 
 import cugroupgemm
 from cugroupgemm import batch_deepgemm_fp8_nt_groupwise as gemm
+from cugroupgemm.bench_peers import torch_gemm_inputs as torch_inputs
 
 pytestmark = pytest.mark.gpu
 
 POISON_BITS = 0x7E57  # a finite bf16/f16 pattern no result row should hold by chance
-
-
-def torch_inputs(inputs):
-    import torch
-
-    converted = {name: torch.from_dlpack(array) for name, array in inputs.items()}
-    converted["a"] = converted["a"].view(torch.float8_e4m3fn)
-    converted["b"] = converted["b"].view(torch.float8_e4m3fn)
-    return converted
 
 
 def jax_inputs(inputs):

@@ -16,6 +16,7 @@ from conftest import (
 )
 
 from cugroupgemm import batch_deepgemm_fp8_nt_groupwise as gemm
+from cugroupgemm.bench_peers import torch_gemm_inputs
 
 pytestmark = pytest.mark.multigpu
 
@@ -55,9 +56,7 @@ def test_torch_inputs_on_gpu_1_touch_nothing_on_gpu_0():
     import torch
 
     inputs = inputs_on(1)
-    tensors = {name: torch.from_dlpack(array) for name, array in inputs.items()}
-    tensors["a"] = tensors["a"].view(torch.float8_e4m3fn)
-    tensors["b"] = tensors["b"].view(torch.float8_e4m3fn)
+    tensors = torch_gemm_inputs(inputs)
     torch.cuda.set_device(0)
     allocated_on_0 = torch.cuda.memory_allocated(0)
     out = gemm(**tensors, expected_m=50, out_dtype=torch.float32)

@@ -13,6 +13,7 @@ from conftest import (
 )
 
 from cugroupgemm import batch_deepgemm_fp8_nt_groupwise as gemm
+from cugroupgemm.bench_peers import torch_gemm_inputs
 from cugroupgemm.device import device_info
 from cugroupgemm.dtypes import OutKind
 from cugroupgemm.families import sm90
@@ -100,10 +101,7 @@ def test_out_dtypes_and_poisoned_rows_past_the_mask_stay_untouched(monkeypatch, 
     out = torch.empty((8, 130, 272), dtype=dtype, device="cuda")
     bits = out.view(torch.int16 if out.element_size() == 2 else torch.int32)
     bits.fill_(POISON_BITS)
-    tensors = {name: torch.from_dlpack(array) for name, array in inputs.items()}
-    tensors["a"] = tensors["a"].view(torch.float8_e4m3fn)
-    tensors["b"] = tensors["b"].view(torch.float8_e4m3fn)
-    result = gemm(**tensors, expected_m=70, out=out)
+    result = gemm(**torch_gemm_inputs(inputs), expected_m=70, out=out)
     assert result is out
     torch.cuda.synchronize()
     assert_close_to_reference(to_cupy_float64(out), reference_gpu(**inputs), inputs["masked_m"])

@@ -15,6 +15,7 @@ import cugroupgemm
 
 torch = pytest.importorskip("torch")
 from cugroupgemm import torch_ops  # noqa: E402
+from cugroupgemm.bench_peers import torch_gemm_inputs  # noqa: E402
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="torch has no GPU here")]
@@ -24,14 +25,6 @@ OPCHECK_TESTS = ("test_schema", "test_autograd_registration", "test_faketensor",
                  "test_aot_dispatch_dynamic")  # opcheck's default set
 
 
-def to_torch(inputs):
-    """CuPy test inputs (e4m3 as uint8) as torch tensors (float8_e4m3fn)."""
-    tensors = {name: torch.from_dlpack(array) for name, array in inputs.items()}
-    for name in ("a", "b"):
-        tensors[name] = tensors[name].view(torch.float8_e4m3fn)
-    return tensors
-
-
 def gemm(**kwargs):
     return torch_ops.batch_deepgemm_fp8_nt_groupwise(**kwargs)
 
@@ -39,7 +32,7 @@ def gemm(**kwargs):
 def test_functional_op_matches_eager_and_zeroes_rows_past_the_mask():
     masked = [37, 100, 0]
     inputs = make_gemm_inputs(3, 100, 256, 512, masked, seed=1)
-    tensors = to_torch(inputs)
+    tensors = torch_gemm_inputs(inputs)
     got = gemm(**tensors, expected_m=60, out_dtype=torch.float32)
     eager = cugroupgemm.batch_deepgemm_fp8_nt_groupwise(**tensors, expected_m=60,
                                                         out_dtype=torch.float32)
@@ -54,7 +47,7 @@ def test_out_variant_keeps_rows_past_the_mask():
     masked = [5, 64, 0, 17]
     inputs = make_gemm_inputs(4, 64, 128, 256, masked, seed=2)
     out = torch.full((4, 64, 128), POISON, dtype=torch.bfloat16, device="cuda")
-    assert gemm(**to_torch(inputs), expected_m=16, out=out) is out
+    assert gemm(**torch_gemm_inputs(inputs), expected_m=16, out=out) is out
     torch.cuda.synchronize()
     for g, rows in enumerate(masked):
         assert (out[g, rows:] == POISON).all()
@@ -71,7 +64,7 @@ def test_compiled_with_fullgraph_equals_eager(mode):
     rng = np.random.default_rng(3)
     for step in range(4):  # new data and new masked_m; reduce-overhead replays a graph
         masked = rng.integers(0, 97, size=4)
-        tensors = to_torch(make_gemm_inputs(4, 96, 256, 512, masked, seed=30 + step))
+        tensors = torch_gemm_inputs(make_gemm_inputs(4, 96, 256, 512, masked, seed=30 + step))
         got, got_silu = (t.clone() for t in compiled(**tensors))
         eager = cugroupgemm.batch_deepgemm_fp8_nt_groupwise(**tensors, expected_m=48)
         torch.cuda.synchronize()
@@ -84,7 +77,7 @@ def test_compiled_with_fullgraph_equals_eager(mode):
 
 def test_cuda_graph_replays_with_new_data_and_new_masked_m():
     groups, m, n, k = 3, 80, 256, 512
-    static = to_torch(make_gemm_inputs(groups, m, n, k, [m] * groups, seed=4))
+    static = torch_gemm_inputs(make_gemm_inputs(groups, m, n, k, [m] * groups, seed=4))
     static = {name: t.clone() for name, t in static.items()}
     out = torch.full((groups, m, n), POISON, dtype=torch.bfloat16, device="cuda")
 
@@ -105,7 +98,7 @@ def test_cuda_graph_replays_with_new_data_and_new_masked_m():
     for replay in range(4):
         masked = rng.integers(0, m + 1, size=groups)
         inputs = make_gemm_inputs(groups, m, n, k, masked, seed=40 + replay)
-        for name, tensor in to_torch(inputs).items():
+        for name, tensor in torch_gemm_inputs(inputs).items():
             static[name].copy_(tensor)
         out.fill_(POISON)
         graph.replay()
@@ -120,7 +113,7 @@ def test_cuda_graph_replays_with_new_data_and_new_masked_m():
 @pytest.mark.parametrize("codes", ["float8_e4m3fn", "uint8"])
 @pytest.mark.parametrize("variant", ["functional", "out"])
 def test_opcheck_on_cuda(variant, codes):
-    tensors = to_torch(make_gemm_inputs(2, 64, 128, 256, [64, 37], seed=6))
+    tensors = torch_gemm_inputs(make_gemm_inputs(2, 64, 128, 256, [64, 37], seed=6))
     for name in ("a", "b"):
         tensors[name] = tensors[name].view(getattr(torch, codes))
     args = tuple(tensors[name] for name in ("a", "b", "a_scale", "b_scale", "masked_m"))

@@ -69,8 +69,8 @@ def _direct_cupy_view(obj, device_id: int) -> TensorView | None:
     byte strides that are not whole elements, a dtype outside dtypes.py or one CuPy does
     not export through DLPack, such as ml_dtypes' kind 'V')."""
     cupy = sys.modules["cupy"]
-    if not (isinstance(obj, cupy.ndarray) and obj.data.device_id == device_id
-            and obj.dtype.kind != "V" and obj.__dlpack_device__()[0] == KDL_CUDA):
+    if not (isinstance(obj, cupy.ndarray) and obj.__dlpack_device__() == (KDL_CUDA, device_id)
+            and obj.dtype.kind != "V"):
         return None
     dtype_name = _numpy_dtype_name(obj.dtype)
     itemsize = obj.itemsize

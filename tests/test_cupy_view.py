@@ -19,7 +19,7 @@ class StandIn:
         self.shape, self.dtype = shape, np.dtype(dtype)
         self.itemsize = self.dtype.itemsize
         self.strides = strides or (shape[1] * self.itemsize, self.itemsize)
-        self.data = types.SimpleNamespace(ptr=ptr, device_id=device_id)
+        self.data = types.SimpleNamespace(ptr=ptr)
         self._dlpack_device = (device_type, device_id)
 
     def __dlpack_device__(self):

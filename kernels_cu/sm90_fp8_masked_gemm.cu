@@ -150,8 +150,8 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
       }
     } else {  // the scales, asynchronously, so the warp runs ahead as TMA does
       while (scheduler.next_tile(tile)) {
-        // Every row of the tile is read, those past masked_m too (never stored); rows at
-        // or past m (a partial last tile) read row m - 1 to stay in bounds.
+        // Rows at or past masked_m (never stored) read the last valid row's scales
+        // instead: a caller may leave the unused rows' scales unwritten.
         const float* a_rows = p.a_scale + tile.group * p.as_stride_g;
         const float* b_col = p.b_scale + tile.group * p.bs_stride_g +
                              static_cast<i64>(tile.n0 / SCALE_BLOCK) * p.bs_stride_n;
@@ -159,7 +159,7 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
           sm90::mbar_wait(&empty[stage], phase ^ 1);
           float* slot = scales + stage * SLOT_FLOATS;
           for (int t = lane; t < BLOCK_M; t += 32) {
-            const int row = min(tile.m0 + t, p.m - 1);
+            const int row = min(tile.m0 + t, tile.rows_valid - 1);
             sm90::cp_async_4(slot + t, a_rows + static_cast<i64>(row) * p.as_stride_m +
                                            static_cast<i64>(kb) * p.as_stride_k);
           }

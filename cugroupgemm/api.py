@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 
-from . import dispatch, env, frameworks, intake, validate
+from . import dispatch, env, frameworks, intake, validate, warm_calls
 from .device import device_info
+from .dispatch import Family
 from .dlpack import TensorView
 from .dtypes import OutKind, out_kind_from_user
 from .errors import ArgumentTypeError, MaskedMError
-from .launch import gemm_params, launch
+from .launch import KernelLaunch, gemm_params, prepare
 from .problem import Problem
 
 log = logging.getLogger("cugroupgemm")
@@ -30,6 +31,15 @@ def batch_deepgemm_fp8_nt_groupwise(a, b, a_scale, b_scale, masked_m, expected_m
     fp32. Rows at and past ``masked_m[g]`` are not written. Returns the output in the
     framework of ``a`` (or ``out`` itself when given).
     """
+    checking = check_masked_m if check_masked_m is not None else env.check_masked_m()
+    warm_key = None
+    if stream is None and not checking and not env.print_config():
+        warm_key = warm_calls.key_of((a, b, a_scale, b_scale, masked_m, out), expected_m,
+                                     scale_granularity_mnk, out_dtype)
+        result = warm_calls.replay(warm_key, out)
+        if result is not None:
+            return result
+
     context = intake.call_context(a, "a", stream)
     if out is not None and frameworks.framework_of(out) == "jax":
         raise ArgumentTypeError("out: JAX arrays are immutable and cannot be written in place; "
@@ -40,7 +50,7 @@ def batch_deepgemm_fp8_nt_groupwise(a, b, a_scale, b_scale, masked_m, expected_m
         arrays["out"] = out
     views = intake.take_arrays(arrays, context)
     problem = check_problem(views, expected_m, scale_granularity_mnk, out_dtype)
-    if check_masked_m if check_masked_m is not None else env.check_masked_m():
+    if checking:
         _raise_on_bad_masked_m(views["masked_m"], problem.m, context)
 
     if out is None:
@@ -49,7 +59,9 @@ def batch_deepgemm_fp8_nt_groupwise(a, b, a_scale, b_scale, masked_m, expected_m
             problem.out_kind.dtype, context.device_id, context.stream)
     else:
         result = out
-    launch_gemm(views, problem, context.device_id, context.stream)
+    launched = launch_gemm(views, problem, context.device_id, context.stream)
+    if warm_key is not None and launched is not None:
+        warm_calls.remember(warm_key, *launched, problem, out is None, result)
     return result
 
 
@@ -69,14 +81,15 @@ def check_problem(views: dict[str, TensorView], expected_m, granularity,
 
 
 def launch_gemm(views: dict[str, TensorView], problem: Problem, device_id: int,
-                stream: int) -> None:
-    """Launch the GEMM on validated views (``out`` included) on a raw CUDA stream handle.
+                stream: int) -> tuple[Family, KernelLaunch] | None:
+    """Launch the GEMM on validated views (``out`` included) on a raw CUDA stream handle;
+    returns the family and the launch (None for an empty problem: nothing to launch).
 
     Host work only: no allocation, no synchronisation, so it may run while the stream
     is being captured into a CUDA graph or an XLA command buffer.
     """
     if problem.is_empty:
-        return
+        return None
     info = device_info(device_id)
     family = dispatch.choose_family(info)
     plan = family.plan(problem, info)
@@ -85,7 +98,9 @@ def launch_gemm(views: dict[str, TensorView], problem: Problem, device_id: int,
               f"grid={plan.grid} block={plan.block} smem={plan.smem_bytes} {problem}")
     params = gemm_params(problem, views["a"], views["b"], views["a_scale"], views["b_scale"],
                          views["masked_m"], views["out"])
-    launch(plan, device_id, stream, params, *family.extra_arguments(plan, views))
+    prepared = prepare(plan, device_id, params, *family.extra_arguments(plan, views))
+    prepared.run(stream)
+    return family, prepared
 
 
 def _raise_on_bad_masked_m(view, m: int, context):

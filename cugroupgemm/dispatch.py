@@ -11,6 +11,7 @@ after a failed check, the next family in the preference order is taken.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -41,9 +42,17 @@ class Family:
 
 
 def families() -> dict[str, Family]:
+    portable, sm90, sm100 = _family_modules()
+    return {family.name: family for family in (portable.FAMILY, sm90.FAMILY, sm100.FAMILY)}
+
+
+@functools.cache
+def _family_modules():
+    # Imported on first use (they import this module); FAMILY is read on every call, so
+    # a replaced one (tests, tuning) takes effect.
     from .families import portable, sm90, sm100
 
-    return {family.name: family for family in (portable.FAMILY, sm90.FAMILY, sm100.FAMILY)}
+    return portable, sm90, sm100
 
 
 # Preference order: the fastest family that runs on the device wins.

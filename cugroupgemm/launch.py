@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from dataclasses import dataclass
 
-from .build import KernelSpec, load_kernel
+from .build import KernelSpec, LoadedKernel, load_kernel
 from .dlpack import TensorView
 from .problem import Problem
 
@@ -52,12 +53,35 @@ def launch(plan: LaunchPlan, device_id: int, stream: int, *arguments: ctypes._CD
     Each argument is a ctypes object whose bytes are the kernel parameter: the params
     struct, and for TMA kernels the 64-byte aligned tensor maps that follow it.
     """
-    import cupy
-    from cupy.cuda import driver
+    prepare(plan, device_id, *arguments).run(stream)
 
+
+def prepare(plan: LaunchPlan, device_id: int, *arguments: ctypes._CData) -> KernelLaunch:
+    """Everything of a launch but the stream: the kernel loaded, its shared memory allowed."""
     kernel = load_kernel(plan.spec, device_id)
     kernel.allow_dynamic_smem(plan.smem_bytes)
-    pointers = (ctypes.c_void_p * len(arguments))(*(ctypes.addressof(a) for a in arguments))
-    with cupy.cuda.Device(device_id):
-        driver.launchKernel(kernel.handle, *plan.grid, *plan.block, plan.smem_bytes, stream,
-                            ctypes.addressof(pointers), 0)
+    return KernelLaunch(kernel, plan, device_id, arguments)
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """A prepared launch; ``run`` may repeat it (warm_calls.py replays it)."""
+
+    kernel: LoadedKernel
+    plan: LaunchPlan
+    device_id: int
+    arguments: tuple  # ctypes objects: the params struct first
+
+    def run(self, stream: int, params: ctypes._CData | None = None):
+        """Launch on ``stream``; ``params`` replaces the first argument when given."""
+        import cupy
+        from cupy.cuda import driver
+
+        arguments = self.arguments if params is None else (params, *self.arguments[1:])
+        pointers = (ctypes.c_void_p * len(arguments))(*map(ctypes.addressof, arguments))
+        plan = self.plan
+        # The kernel is loaded in the device's context: make it current (if it is not).
+        switch = cupy.cuda.runtime.getDevice() != self.device_id
+        with cupy.cuda.Device(self.device_id) if switch else contextlib.nullcontext():
+            driver.launchKernel(self.kernel.handle, *plan.grid, *plan.block, plan.smem_bytes,
+                                stream, ctypes.addressof(pointers), 0)

@@ -6,9 +6,15 @@ import ctypes
 
 import pytest
 
-from cugroupgemm import device, dlpack, dtypes
+from cugroupgemm import device, dlpack, dtypes, warm_calls
 
 HAS_GPU = device.gpu_count() > 0
+
+
+@pytest.fixture(autouse=True)
+def forget_warm_calls():
+    """Each test starts cold: tests replace the library's internals between calls."""
+    warm_calls.clear()
 
 
 def pytest_collection_modifyitems(config, items):

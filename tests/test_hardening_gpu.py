@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cugroupgemm
-from cugroupgemm import api, build, dispatch
+from cugroupgemm import api, build, dispatch, warm_calls
 from cugroupgemm import batch_deepgemm_fp8_nt_groupwise as gemm
 from cugroupgemm.device import device_info
 from cugroupgemm.reference import fp8_e4m3_to_float64
@@ -453,8 +453,9 @@ def test_corrupt_cache_entries_are_rebuilt_end_to_end(family, tmp_path, monkeypa
     assert cubins
     for cubin in cubins:  # half of each file lost, as after a disk fault
         cubin.write_bytes(cubin.read_bytes()[: cubin.stat().st_size // 2])
-    monkeypatch.setattr(build, "_memory_cache", {})
-    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "_memory_cache", {})  # as in a fresh process: nothing
+    monkeypatch.setattr(build, "_loaded", {})  # compiled, loaded or warm
+    warm_calls.clear()
     out = gemm(**inputs, expected_m=64, out_dtype="float32")
     cp.cuda.runtime.deviceSynchronize()
     assert "corrupt" in caplog.text

@@ -112,8 +112,9 @@ def max_stages(block_m: int, block_n: int, info: DeviceInfo, pipes: int = 1) -> 
     return min(MAX_STAGES, (info.smem_per_block_optin - SMEM_ALIGN_SLACK) // per_stage)
 
 
-def tiles(problem: Problem, block_m: int, block_n: int, rows: int) -> int:
-    return problem.num_groups * -(-rows // block_m) * -(-problem.n // block_n)
+def most_tiles(problem: Problem, block_m: int, block_n: int) -> int:
+    """Tiles when every group's rows are valid (masked_m stays on the GPU)."""
+    return problem.num_groups * -(-problem.m // block_m) * -(-problem.n // block_n)
 
 
 # One tile for every problem: 64 x 128 in two pipelines per CTA (two consumer
@@ -176,8 +177,7 @@ def persistent_plan(family: str, source: str, target: str, config, problem: Prob
         raise UnsupportedDeviceError(
             f"{family} config {config} needs {config.smem_bytes} bytes of shared memory; "
             f"{info.name} offers {info.smem_per_block_optin}")
-    most_tiles = tiles(problem, block_m, block_n, problem.m)
-    grid = (max(1, min(info.sm_count, most_tiles)), 1, 1)
+    grid = (max(1, min(info.sm_count, most_tiles(problem, block_m, block_n))), 1, 1)
     spec = KernelSpec(source, config.expression(), target)
     return LaunchPlan(spec, grid, (threads, 1, 1), config.smem_bytes, config)
 

@@ -1,0 +1,134 @@
+"""Time variants of the sm90 kernel with parts taken out, to see which part bounds it
+(docs/performance.md, log item 22). A variant is a named text edit of a copy of
+kernels_cu/ (the repository's sources are never touched); edits join with '+'.
+
+    python scripts/probe_sm90.py VARIANTS [--configs 64x128x64x2,...] [--shapes 0,10,14]
+
+VARIANTS, comma-separated: base (no edit) and
+  loads_only      consumers hand each stage back unread (the load path alone)
+  consumers_only  producers arrive without loading (the consumers alone)
+  no_scales       the scale warp arrives without copying
+  b_only          a is not loaded
+  promote_once    the fp32 promotion only in a tile's last k block
+  no_wgmma        no wgmma (the promotion and barriers alone)
+  no_barriers     no producer; consumers neither wait nor hand back
+e.g. "base,loads_only,consumers_only,consumers_only+promote_once". Shapes are indices into
+bench_shapes.HOPPER (default: prefill G1, decode em64, em256 at n 4096); configs are
+block_m x block_n x promote_k x pipes (default: the heuristic's tile). Every edit checks
+that the text it replaces is there, so a kernel change that moves it fails loudly rather
+than timing the unedited kernel. The kernels' results are not checked: timing only.
+"""
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import tune_sm90  # the forced-config helper and the candidates' format
+
+SOURCE = "sm90_fp8_masked_gemm.cu"
+ARRIVE = "sm90::mbar_arrive(&full[stage]);"
+_TMA = (r"sm90::mbar_arrive_expect_tx\(&full\[stage\], L::STAGE_BYTES\);.*?"
+        r"tile\.n0, tile\.group\);")
+_SCALES = (r"for \(int t = lane; t < BLOCK_M; t \+= 32\) \{.*?"
+           r"cp_async_mbar_arrive_noinc\(&full\[stage\]\);")
+_A_LOAD = (r"sm90::mbar_arrive_expect_tx\(&full\[stage\], L::STAGE_BYTES\);\s*"
+           r"sm90::tma_load_3d\(smem \+ L::A_OFFSET.*?tile\.group\);")
+
+
+def _plain(text):
+    return re.escape(text)
+
+
+EDITS = {  # name: [(regex, replacement)], each regex must match
+    "loads_only": [(_plain("const bool active = tile.m0 + consumer * WG_ROWS < tile.rows_valid;"),
+                    "const bool active = false;")],
+    "consumers_only": [(_SCALES, ARRIVE), (_TMA, ARRIVE)],
+    "no_scales": [(_SCALES, ARRIVE)],
+    "b_only": [(_A_LOAD, "sm90::mbar_arrive_expect_tx(&full[stage], L::B_TILE);")],
+    "promote_once": [(_plain("float block = part[0][i];"),
+                      "if (kb != k_blocks - 1) continue;\nfloat block = part[0][i];")],
+    "no_wgmma": [(_plain("for (int h = 0; h < SLICES; ++h) issue(part[h], stage, h);"), ""),
+                 (_plain("sm90::wgmma_wait<0>();"), "")],
+    "no_barriers": [
+        (_plain("if (pipe >= PIPES || (warp % 2 == 0 && lane != 0)) return;"), "return;"),
+        (_plain("sm90::mbar_wait(&full[stage], phase);"), ""),
+        (_plain("if (lane == 0) sm90::mbar_arrive(&empty[stage]);"), "")],
+}
+
+
+def edited(source: str, variant: str) -> str:
+    """``source`` with the edits of ``variant`` ("base", or names joined by '+')."""
+    if variant == "base":
+        return source
+    for name in variant.split("+"):
+        if name not in EDITS:
+            raise SystemExit(f"unknown variant {name!r}: expected base or one of "
+                             f"{sorted(EDITS)}")
+        for pattern, replacement in EDITS[name]:
+            # A function as the replacement: its text is taken as is (no group escapes).
+            source, count = re.subn(pattern, lambda _, new=replacement: new, source,
+                                    flags=re.DOTALL)
+            if not count:
+                raise SystemExit(f"variant {name}: {pattern!r} is no longer in {SOURCE}")
+    return source
+
+
+def use_sources(directory: Path):
+    """Compile from ``directory`` from now on, forgetting every kernel built or loaded."""
+    from cugroupgemm import build, tma, warm_calls
+
+    build.KERNEL_DIR = directory
+    build.source_fingerprint.cache_clear()
+    build._memory_cache.clear()
+    build._loaded.clear()
+    tma.clear_cache()
+    warm_calls.clear()
+
+
+def main():
+    import cupy as cp
+
+    from cugroupgemm import bench, bench_shapes
+    from cugroupgemm.bench_timing import time_calls
+    from cugroupgemm.device import device_info
+    from cugroupgemm.dtypes import OutKind
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("variants")
+    parser.add_argument("--configs", default="64x128x64x2")
+    parser.add_argument("--shapes", default="0,10,14")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    originals = (ROOT / "kernels_cu" / SOURCE).read_text()
+    for variant in variants:
+        edited(originals, variant)  # every variant applies before any GPU time is spent
+    info = device_info(cp.cuda.Device().id)
+    configs = [tuple(map(int, c.split("x"))) for c in args.configs.split(",")]
+    shapes = [bench_shapes.HOPPER[int(i)] for i in args.shapes.split(",")]
+    cases = [bench.make_case(shape) for shape in shapes]
+    for variant in variants:
+        directory = Path(tempfile.mkdtemp()) / "kernels_cu"
+        shutil.copytree(ROOT / "kernels_cu", directory)
+        (directory / SOURCE).write_text(edited(originals, variant))
+        use_sources(directory)
+        for shape, case in zip(shapes, cases):
+            work = bench_shapes.work(shape, case.masked_m, 2)
+            for config in configs:
+                with tune_sm90.forced(tune_sm90.config_of(config, info)):
+                    prepared = bench.prepare_ours(case, OutKind.F16)
+                    us = time_calls(prepared.call, len(case.inputs), 30).microseconds
+                print(f"{variant:28s} {shape.label:8s} G{shape.groups:<3d} "
+                      f"em{shape.expected_m:<5d} n{shape.n:<5d} k{shape.k:<5d} "
+                      f"{'x'.join(map(str, config)):14s} {us:8.1f} us "
+                      f"{work.flops / us / 1e6:7.1f} TF {work.bytes / us / 1e3:6.0f} GB/s",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""scripts/probe_sm90.py without a GPU: every variant still applies to today's kernel and
+compiles, so a kernel change that moves an edited line shows up here, not on the device."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from cugroupgemm import build, nvrtc
+from cugroupgemm.families import sm90
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "probe_sm90.py"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location("probe_sm90", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_unknown_variant_is_refused(probe):
+    with pytest.raises(SystemExit, match="unknown variant 'no_such'"):
+        probe.edited("", "no_such")
+
+
+def test_an_edit_whose_text_moved_is_refused(probe):
+    with pytest.raises(SystemExit, match="is no longer in"):
+        probe.edited("// not the kernel", "loads_only")
+
+
+@pytest.mark.parametrize("variant", ["loads_only", "consumers_only", "no_scales", "b_only",
+                                     "promote_once", "no_wgmma", "no_barriers",
+                                     "consumers_only+promote_once"])
+def test_every_variant_applies_and_compiles(probe, variant):
+    original = (build.KERNEL_DIR / probe.SOURCE).read_text()
+    source = probe.edited(original, variant)
+    assert source != original
+    (default,) = sm90.reference_configs()
+    options = ["--std=c++17", f"-arch={sm90.TARGET}", f"-I{build.KERNEL_DIR}", "-DNDEBUG"]
+    result = nvrtc.compile_program(source, probe.SOURCE, options, [default.expression()])
+    assert result.cubin

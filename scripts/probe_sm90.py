@@ -12,6 +12,8 @@ VARIANTS, comma-separated: base (no edit) and
   promote_once    the fp32 promotion only in a tile's last k block
   no_wgmma        no wgmma (the promotion and barriers alone)
   no_barriers     no producer; consumers neither wait nor hand back
+  tile_pairs      the scheduler before log item 21: tile t on pipeline t % 2 of CTA
+                  (t / 2) % grid (an A/B of item 21's rounds)
 e.g. "base,loads_only,consumers_only,consumers_only+promote_once". Shapes are indices into
 bench_shapes.HOPPER (default: prefill G1, decode em64, em256 at n 4096); configs are
 block_m x block_n x promote_k x pipes (default: the heuristic's tile). Every edit checks
@@ -45,7 +47,9 @@ def _plain(text):
     return re.escape(text)
 
 
-EDITS = {  # name: [(regex, replacement)], each regex must match
+SCHEDULER = "common/scheduler.cuh"
+
+EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replacement)]
     "loads_only": [(_plain("const bool active = tile.m0 + consumer * WG_ROWS < tile.rows_valid;"),
                     "const bool active = false;")],
     "consumers_only": [(_SCALES, ARRIVE), (_TMA, ARRIVE)],
@@ -59,24 +63,34 @@ EDITS = {  # name: [(regex, replacement)], each regex must match
         (_plain("if (pipe >= PIPES || (warp % 2 == 0 && lane != 0)) return;"), "return;"),
         (_plain("sm90::mbar_wait(&full[stage], phase);"), ""),
         (_plain("if (lane == 0) sm90::mbar_arrive(&empty[stage]);"), "")],
+    "tile_pairs": [(SCHEDULER, _plain("next(blockIdx.x + static_cast<i64>(pipe) * gridDim.x),"),
+                    "next(static_cast<i64>(blockIdx.x) * pipes + pipe),")],
 }
 
 
-def edited(source: str, variant: str) -> str:
-    """``source`` with the edits of ``variant`` ("base", or names joined by '+')."""
+def edited(sources: dict[str, str], variant: str) -> dict[str, str]:
+    """The kernel files (name under kernels_cu/ -> text) with the edits of ``variant``
+    ("base", or names joined by '+')."""
+    sources = dict(sources)
     if variant == "base":
-        return source
+        return sources
     for name in variant.split("+"):
         if name not in EDITS:
             raise SystemExit(f"unknown variant {name!r}: expected base or one of "
                              f"{sorted(EDITS)}")
-        for pattern, replacement in EDITS[name]:
+        for edit in EDITS[name]:
+            file, pattern, replacement = edit if len(edit) == 3 else (SOURCE, *edit)
             # A function as the replacement: its text is taken as is (no group escapes).
-            source, count = re.subn(pattern, lambda _, new=replacement: new, source,
-                                    flags=re.DOTALL)
+            sources[file], count = re.subn(pattern, lambda _, new=replacement: new,
+                                           sources[file], flags=re.DOTALL)
             if not count:
-                raise SystemExit(f"variant {name}: {pattern!r} is no longer in {SOURCE}")
-    return source
+                raise SystemExit(f"variant {name}: {pattern!r} is no longer in {file}")
+    return sources
+
+
+def kernel_sources(directory: Path) -> dict[str, str]:
+    """The files the edits touch, as they are under ``directory``."""
+    return {file: (directory / file).read_text() for file in (SOURCE, SCHEDULER)}
 
 
 def use_sources(directory: Path):
@@ -105,7 +119,7 @@ def main():
     parser.add_argument("--shapes", default="0,10,14")
     args = parser.parse_args()
     variants = args.variants.split(",")
-    originals = (ROOT / "kernels_cu" / SOURCE).read_text()
+    originals = kernel_sources(ROOT / "kernels_cu")
     for variant in variants:
         edited(originals, variant)  # every variant applies before any GPU time is spent
     info = device_info(cp.cuda.Device().id)
@@ -115,7 +129,8 @@ def main():
     for variant in variants:
         directory = Path(tempfile.mkdtemp()) / "kernels_cu"
         shutil.copytree(ROOT / "kernels_cu", directory)
-        (directory / SOURCE).write_text(edited(originals, variant))
+        for file, text in edited(originals, variant).items():
+            (directory / file).write_text(text)
         use_sources(directory)
         for shape, case in zip(shapes, cases):
             work = bench_shapes.work(shape, case.masked_m, 2)

@@ -2,6 +2,7 @@
 compiles, so a kernel change that moves an edited line shows up here, not on the device."""
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,22 +23,27 @@ def probe():
 
 def test_an_unknown_variant_is_refused(probe):
     with pytest.raises(SystemExit, match="unknown variant 'no_such'"):
-        probe.edited("", "no_such")
+        probe.edited({}, "no_such")
 
 
 def test_an_edit_whose_text_moved_is_refused(probe):
     with pytest.raises(SystemExit, match="is no longer in"):
-        probe.edited("// not the kernel", "loads_only")
+        probe.edited({probe.SOURCE: "// not the kernel"}, "loads_only")
 
 
 @pytest.mark.parametrize("variant", ["loads_only", "consumers_only", "no_scales", "b_only",
-                                     "promote_once", "no_wgmma", "no_barriers",
+                                     "promote_once", "no_wgmma", "no_barriers", "tile_pairs",
                                      "consumers_only+promote_once"])
-def test_every_variant_applies_and_compiles(probe, variant):
-    original = (build.KERNEL_DIR / probe.SOURCE).read_text()
-    source = probe.edited(original, variant)
-    assert source != original
+def test_every_variant_applies_and_compiles(probe, tmp_path, variant):
+    originals = probe.kernel_sources(build.KERNEL_DIR)
+    sources = probe.edited(originals, variant)
+    assert sources != originals
+    shutil.copytree(build.KERNEL_DIR, tmp_path / "kernels_cu")
+    for file, text in sources.items():
+        (tmp_path / "kernels_cu" / file).write_text(text)
     (default,) = sm90.reference_configs()
-    options = ["--std=c++17", f"-arch={sm90.TARGET}", f"-I{build.KERNEL_DIR}", "-DNDEBUG"]
-    result = nvrtc.compile_program(source, probe.SOURCE, options, [default.expression()])
+    options = ["--std=c++17", f"-arch={sm90.TARGET}", f"-I{tmp_path / 'kernels_cu'}",
+               "-DNDEBUG"]
+    result = nvrtc.compile_program(sources[probe.SOURCE], probe.SOURCE, options,
+                                   [default.expression()])
     assert result.cubin

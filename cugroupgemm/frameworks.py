@@ -38,7 +38,11 @@ def stream_handle(stream) -> int:
 def current_stream(framework: str, device_id: int) -> int:
     """The stream the caller's framework would run the next operation on."""
     if framework == "torch":
-        return int(sys.modules["torch"].cuda.current_stream(device_id).cuda_stream)
+        torch = sys.modules["torch"]
+        # The raw handle, without building a Stream object (torch's compiled code reads it
+        # this way; a warm call's host cost, docs/performance.md).
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        return int(raw(device_id) if raw else torch.cuda.current_stream(device_id).cuda_stream)
     import cupy
 
     return int(cupy.cuda.get_current_stream(device_id).ptr)
@@ -88,17 +92,15 @@ def _allocate(framework, shape, dtype, device_id, stream):
     if framework == "torch":
         torch = sys.modules["torch"]
         device = torch.device("cuda", device_id)
-        on_stream = (contextlib.nullcontext()
-                     if torch.cuda.current_stream(device).cuda_stream == stream
+        on_stream = (contextlib.nullcontext() if current_stream("torch", device_id) == stream
                      else torch.cuda.stream(torch.cuda.ExternalStream(stream, device=device)))
         with on_stream:
             tensor = torch.empty(shape, dtype=getattr(torch, dtype.name), device=device)
         return _view_of(tensor.data_ptr(), shape, dtype, device_id, tensor), tensor
     import cupy
 
-    with cupy.cuda.Device(device_id):
-        on_stream = (contextlib.nullcontext() if cupy.cuda.get_current_stream().ptr == stream
-                     else cupy.cuda.ExternalStream(stream, device_id))
+    on_stream = (contextlib.nullcontext() if current_stream("cupy", device_id) == stream
+                 else cupy.cuda.ExternalStream(stream, device_id))
     with cupy.cuda.Device(device_id), on_stream:
         if framework == "cupy":
             array = cupy.empty(shape, dtype=_cupy_dtype(dtype))

@@ -16,8 +16,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from . import dispatch
+from . import dispatch, frameworks
 from .device import device_info
+from .dtypes import DType
 from .errors import CuGroupGemmError
 from .launch import GemmParams, KernelLaunch
 from .problem import Problem
@@ -31,8 +32,7 @@ class _Entry:
     family: object  # held so that its id, which is in the key, is never reused
     launch: KernelLaunch
     out_shape: tuple[int, ...] | None  # the output to allocate; None when out= is given
-    out_dtype: object  # the framework's dtype of that output
-    device_id: int
+    out_dtype: DType  # that output's dtype
 
 
 _entries: dict[tuple, _Entry] = {}
@@ -41,7 +41,7 @@ _entries: dict[tuple, _Entry] = {}
 def key_of(arrays: tuple, expected_m, granularity, out_dtype) -> tuple | None:
     """The key of a call on ``arrays`` (a, b, a_scale, b_scale, masked_m, out or None);
     None when it cannot take this path."""
-    framework = type(arrays[0]).__module__.split(".", 1)[0]
+    framework = frameworks.framework_of(arrays[0])
     read = _READERS.get(framework)
     if read is None or type(granularity) is not tuple:
         return None
@@ -66,25 +66,28 @@ def replay(key: tuple | None, out):
         return None
     if entry is None:
         return None
-    framework = key[0]
-    stream = _CURRENT_STREAM[framework](entry.device_id)
+    framework, device_id = key[0], entry.launch.device_id
+    stream = frameworks.current_stream(framework, device_id)
     if entry.out_shape is None:
         entry.launch.run(stream)
         return out
-    result, address = _ALLOCATE[framework](entry)
+    # As a first call allocates it (on the launch stream; an out-of-memory error names out).
+    view, result = frameworks.allocate(framework, entry.out_shape, entry.out_dtype, device_id,
+                                       stream)
     params = GemmParams.from_buffer_copy(entry.launch.arguments[0])
-    params.out = address
+    params.out = view.ptr
     entry.launch.run(stream, params)
     return result
 
 
-def remember(key: tuple, family, launch: KernelLaunch, problem: Problem, allocated: bool,
-             result) -> None:
-    """Keep ``launch`` for the calls that repeat ``key``; ``result`` is the call's output."""
+def remember(key: tuple, family, launch: KernelLaunch, problem: Problem,
+             allocated: bool) -> None:
+    """Keep ``launch`` for the calls that repeat ``key``; ``allocated``: whether the call
+    allocated its output (no out=)."""
     if id(family) != key[_FAMILY]:
         return  # the family changed within the call: the key describes another launch
     shape = (problem.num_groups, problem.m, problem.n) if allocated else None
-    entry = _Entry(family, launch, shape, result.dtype if allocated else None, launch.device_id)
+    entry = _Entry(family, launch, shape, problem.out_kind.dtype)
     try:
         _entries[key] = entry
         if len(_entries) > MAX_ENTRIES:
@@ -135,31 +138,4 @@ def _cupy_arrays(arrays) -> tuple | None:
     return tuple(described)
 
 
-def _torch_stream(device_id: int) -> int:
-    torch = sys.modules["torch"]
-    # The raw handle without a Stream object (torch's compiled code reads it this way).
-    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-    return raw(device_id) if raw else torch.cuda.current_stream(device_id).cuda_stream
-
-
-def _cupy_stream(device_id: int) -> int:
-    return sys.modules["cupy"].cuda.get_current_stream(device_id).ptr
-
-
-def _torch_output(entry: _Entry):
-    torch = sys.modules["torch"]
-    tensor = torch.empty(entry.out_shape, dtype=entry.out_dtype,
-                         device=torch.device("cuda", entry.device_id))
-    return tensor, tensor.data_ptr()
-
-
-def _cupy_output(entry: _Entry):
-    cupy = sys.modules["cupy"]
-    with cupy.cuda.Device(entry.device_id):
-        array = cupy.empty(entry.out_shape, dtype=entry.out_dtype)
-    return array, array.data.ptr
-
-
 _READERS = {"torch": _torch_arrays, "cupy": _cupy_arrays}
-_CURRENT_STREAM = {"torch": _torch_stream, "cupy": _cupy_stream}
-_ALLOCATE = {"torch": _torch_output, "cupy": _cupy_output}

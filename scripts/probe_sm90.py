@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import tune_sm90  # the forced-config helper and the candidates' format
+import tune_sm90  # the timing of a forced config and the candidates' format
 
 SOURCE = "sm90_fp8_masked_gemm.cu"
 ARRIVE = "sm90::mbar_arrive(&full[stage]);"
@@ -109,9 +109,7 @@ def main():
     import cupy as cp
 
     from cugroupgemm import bench, bench_shapes
-    from cugroupgemm.bench_timing import time_calls
     from cugroupgemm.device import device_info
-    from cugroupgemm.dtypes import OutKind
 
     parser = argparse.ArgumentParser()
     parser.add_argument("variants")
@@ -135,9 +133,7 @@ def main():
         for shape, case in zip(shapes, cases):
             work = bench_shapes.work(shape, case.masked_m, 2)
             for config in configs:
-                with tune_sm90.forced(tune_sm90.config_of(config, info)):
-                    prepared = bench.prepare_ours(case, OutKind.F16)
-                    us = time_calls(prepared.call, len(case.inputs), 30).microseconds
+                us = tune_sm90.time_config(case, config, info)
                 print(f"{variant:28s} {shape.label:8s} G{shape.groups:<3d} "
                       f"em{shape.expected_m:<5d} n{shape.n:<5d} k{shape.k:<5d} "
                       f"{'x'.join(map(str, config)):14s} {us:8.1f} us "

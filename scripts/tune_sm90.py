@@ -54,18 +54,20 @@ def launch_once(shapes, info):
                   flush=True)
 
 
+def time_config(case, candidate, info) -> float:
+    """Median µs of our GEMM on ``case`` (f16 out) with ``candidate``'s config forced."""
+    with forced(config_of(candidate, info)):
+        prepared = bench.prepare_ours(case, OutKind.F16)
+        return time_calls(prepared.call, len(case.inputs), 30).microseconds
+
+
 def tune(shapes, info):
     for shape in shapes:
         case = bench.make_case(shape)
         work = bench_shapes.work(shape, case.masked_m, 2)
         default = sm90.choose_config(sm90.Problem(shape.groups, shape.m, shape.n, shape.k,
                                                   shape.expected_m, OutKind.F16), info)
-        rows = []
-        for candidate in CANDIDATES:
-            with forced(config_of(candidate, info)):
-                prepared = bench.prepare_ours(case, OutKind.F16)
-                rows.append((time_calls(prepared.call, len(case.inputs), 30).microseconds,
-                             candidate))
+        rows = [(time_config(case, candidate, info), candidate) for candidate in CANDIDATES]
         best = min(us for us, _ in rows)
         for us, candidate in rows:
             mark = "*" if us == best else " "

@@ -37,7 +37,8 @@ def forced(config):
 
 
 def config_of(candidate, info):
-    block_m, block_n, promote_k, pipes, cluster = candidate
+    """(block_m, block_n, promote_k, pipes[, cluster]) -> the config, stages from ``info``."""
+    block_m, block_n, promote_k, pipes, cluster = (*candidate, 1)[:5]
     return sm90.Sm90Config(block_m, block_n, sm90.max_stages(block_m, block_n, info, pipes),
                            OutKind.F16, promote_k, pipes, cluster)
 

@@ -70,7 +70,7 @@ __device__ __forceinline__ void store_pair(void* out, i64 offset, float x, float
 // L2 once per CLUSTER x BLOCK_M rows. A stage is then refilled only once the consumers of
 // every CTA of the cluster released it.
 template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
-          int OUT_KIND, int PIPES, int CLUSTER>
+          int OUT_KIND, int PIPES, bool TURNS, int CLUSTER>
 __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const TmaMap& tma_a,
                                             const TmaMap& tma_b) {
   using L = Layout<BLOCK_M, BLOCK_N, STAGES * PIPES>;
@@ -222,16 +222,21 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
   MaskedTile tile;
   int stage = pipe * STAGES;  // ring position of the k block in flight
   u32 phase = 0;
-  // Ping-pong between two warpgroups sharing a tile: each issues a k block's wgmma only
-  // after the other issued its previous one (named barriers 1 and 2), so the tensor core
-  // alternates between them and one's promotion overlaps the other's wgmma.
-  constexpr bool PING_PONG = PIPE_WG == 2;
-  static_assert(!PING_PONG || PIPES == 1, "named barriers 1 and 2 serve one pipeline");
+  // Ping-pong between two consumer warpgroups, of one tile (always) or of the two
+  // pipelines (TURNS): each issues a k block's wgmma only after the other issued its
+  // previous one (named barriers 1 and 2), so the tensor core alternates between them
+  // and one's promotion overlaps the other's wgmma. (Two warpgroups sharing a tile would
+  // otherwise wait on the same stages in lockstep; two pipelines drift into issuing
+  // together and promoting together while the tensor core idles: docs/performance.md,
+  // log items 22-23.)
+  static_assert(!TURNS || (PIPES == 2 && PIPE_WG == 1), "TURNS: two one-warpgroup pipelines");
+  constexpr bool PING_PONG = PIPE_WG == 2 || TURNS;
+  const int turn = PIPE_WG == 2 ? consumer : pipe;  // this warpgroup's place in the turns
   auto wait_turn = [&] {
-    if constexpr (PING_PONG) sm90::named_barrier_sync(1 + consumer, 256);
+    if constexpr (PING_PONG) sm90::named_barrier_sync(1 + turn, 256);
   };
   auto pass_turn = [&] {
-    if constexpr (PING_PONG) sm90::named_barrier_arrive(2 - consumer, 256);
+    if constexpr (PING_PONG) sm90::named_barrier_arrive(2 - turn, 256);
   };
   // Hands a read stage back to the producers of every CTA of the cluster.
   auto release = [&](int s) {
@@ -241,7 +246,7 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
       if constexpr (CLUSTER > 1) sm90::mbar_arrive_cluster(&empty[s], rank ^ 1);
     }
   };
-  if (consumer == 1) pass_turn();  // warpgroup 0 goes first
+  if (turn == 1) pass_turn();  // warpgroup 0 goes first
   while (scheduler.next_tile(tile)) {
     const int m0 = tile.m0 + rank * BLOCK_M;  // this CTA's first row of the tile
     const bool active = m0 + consumer * WG_ROWS < tile.rows_valid;
@@ -329,27 +334,37 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
       }
     }
   }
-  if (consumer == 0) wait_turn();  // takes warpgroup 1's last hand-over
+  if constexpr (TURNS) {
+    // Pipeline 0 runs one tile more than pipeline 1 when the last round has only its
+    // tile: pipeline 1 keeps taking turns through it.
+    if (pipe == 1 && scheduler.previous_round_had_tile(PIPES)) {
+      for (int kb = 0; kb < k_blocks; ++kb) {
+        wait_turn();
+        pass_turn();
+      }
+    }
+  }
+  if (turn == 0) wait_turn();  // takes warpgroup 1's last hand-over
 }
 
 }  // namespace sm90_gemm
 
 template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
-          int OUT_KIND, int PIPES>
+          int OUT_KIND, int PIPES, bool TURNS = false>
 __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
     sm90_fp8_masked_gemm(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
                          const __grid_constant__ TmaMap tma_b) {
   sm90_gemm::masked_gemm<BLOCK_M, BLOCK_N, STAGES, NUM_CONSUMER_WG, PROMOTE_K, OUT_KIND, PIPES,
-                         1>(p, tma_a, tma_b);
+                         TURNS, 1>(p, tma_a, tma_b);
 }
 
 // Clusters of two CTAs sharing each tile's b (masked_gemm); tma_b's box is half the tile.
 template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
-          int OUT_KIND, int PIPES>
+          int OUT_KIND, int PIPES, bool TURNS = false>
 __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
     sm90_fp8_masked_gemm_pair(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
                               const __grid_constant__ TmaMap tma_b) {
   sm90_gemm::masked_gemm<BLOCK_M, BLOCK_N, STAGES, NUM_CONSUMER_WG, PROMOTE_K, OUT_KIND, PIPES,
-                         2>(p, tma_a, tma_b);
+                         TURNS, 2>(p, tma_a, tma_b);
   sm90::cluster_sync();  // no CTA leaves while its peer may still signal its barriers
 }

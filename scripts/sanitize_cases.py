@@ -75,6 +75,7 @@ def run_gemm_case(family, inputs, expected_m, out_dtype, row_pad, forced_config=
 
 
 def gemm_cases():
+    import dataclasses
     import functools
 
     from cugroupgemm.device import device_info
@@ -84,10 +85,12 @@ def gemm_cases():
 
     info = device_info(0)
     variants = [(family, None, family) for family in runnable_families(info)]
-    if sm90.runs_on(info):  # the default tile in clusters of two CTAs sharing b
+    if sm90.runs_on(info):  # the default tile in clusters of two CTAs sharing b, and
+        # with its pipelines taking turns
         pair = sm90.Sm90Config(64, 128, sm90.max_stages(64, 128, info, 2), OutKind.BF16,
                                pipes=2, cluster=2)
-        variants.append(("sm90", pair, "sm90-pair"))
+        variants += [("sm90", pair, "sm90-pair"),
+                     ("sm90", dataclasses.replace(pair, cluster=1, turns=True), "sm90-turns")]
     for family, config, label in variants:
         for name, groups, m, n, k, masked in GEMM_CASES:
             inputs = make_gemm_inputs(groups, m, n, k, masked, seed=groups + m)

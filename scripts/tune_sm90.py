@@ -23,9 +23,10 @@ from cugroupgemm.device import device_info
 from cugroupgemm.dtypes import OutKind
 from cugroupgemm.families import sm90
 
-CANDIDATES = [  # block_m, block_n, promote_k, pipes, CTAs per cluster sharing b
-    (64, 128, 64, 1, 1), (64, 128, 64, 2, 1), (128, 128, 64, 1, 1), (128, 128, 128, 1, 1),
-    (64, 128, 128, 2, 1), (64, 128, 64, 2, 2), (64, 128, 64, 1, 2),
+CANDIDATES = [  # block_m, block_n, promote_k, pipes[, CTAs per cluster sharing b[, turns]]
+    (64, 128, 64, 1), (64, 128, 64, 2), (128, 128, 64, 1), (128, 128, 128, 1),
+    (64, 128, 128, 2), (64, 128, 64, 2, 2), (64, 128, 64, 1, 2), (64, 128, 64, 2, 1, True),
+    (64, 128, 64, 2, 2, True),
 ]
 
 
@@ -37,10 +38,11 @@ def forced(config):
 
 
 def config_of(candidate, info):
-    """(block_m, block_n, promote_k, pipes[, cluster]) -> the config, stages from ``info``."""
-    block_m, block_n, promote_k, pipes, cluster = (*candidate, 1)[:5]
+    """(block_m, block_n, promote_k, pipes[, cluster[, turns]]) -> the config, stages from
+    ``info``."""
+    block_m, block_n, promote_k, pipes, cluster, turns = (*candidate, 1, False)[:6]
     return sm90.Sm90Config(block_m, block_n, sm90.max_stages(block_m, block_n, info, pipes),
-                           OutKind.F16, promote_k, pipes, cluster)
+                           OutKind.F16, promote_k, pipes, cluster, turns)
 
 
 def launch_once(shapes, info):
@@ -75,7 +77,7 @@ def tune(shapes, info):
             mark = "*" if us == best else " "
             chosen = "default" if config_of(candidate, info) == default else ""
             print(f"{shape.label:8s} G{shape.groups:<3d} em{shape.expected_m:<5d} n{shape.n:<5d} "
-                  f"k{shape.k:<5d} {str(candidate):29s} {us:8.1f} us "
+                  f"k{shape.k:<5d} {str(candidate):34s} {us:8.1f} us "
                   f"{work.flops / us / 1e6:7.1f} TF {work.bytes / us / 1e3:6.0f} GB/s {mark} {chosen}",
                   flush=True)
 
@@ -89,8 +91,8 @@ def accuracy(info):
     groups, m, n, k = 8, 1024, 4096, 7168
     inputs = make_gemm_inputs(groups, m, n, k, [m] * groups, seed=1)
     ref = reference_gpu(**inputs)
-    for candidate in [(128, 128, 128, 1, 1), (128, 128, 64, 1, 1), (64, 128, 64, 2, 1),
-                      (64, 128, 128, 2, 1)]:
+    for candidate in [(128, 128, 128, 1), (128, 128, 64, 1), (64, 128, 64, 2),
+                      (64, 128, 128, 2)]:
         with forced(config_of(candidate, info)):
             out = batch_deepgemm_fp8_nt_groupwise(**inputs, expected_m=m, out_dtype="float32")
         err = out.astype(cp.float64) - ref

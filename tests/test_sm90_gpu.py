@@ -31,11 +31,12 @@ def force_sm90(monkeypatch):
 
 
 def force_config(monkeypatch, block_m, block_n, promote_k=sm90.DEFAULT_PROMOTE_K, pipes=1,
-                 cluster=1):
+                 cluster=1, turns=False):
     """Make the sm90 family plan this tile shape (stages from the device, out kind from
     the call)."""
     stages = sm90.max_stages(block_m, block_n, device_info(0), pipes)
-    config = sm90.Sm90Config(block_m, block_n, stages, OutKind.BF16, promote_k, pipes, cluster)
+    config = sm90.Sm90Config(block_m, block_n, stages, OutKind.BF16, promote_k, pipes, cluster,
+                             turns)
     monkeypatch.setattr(sm90, "FAMILY", dataclasses.replace(
         sm90.FAMILY, plan=functools.partial(sm90.plan, config=config)))
 
@@ -68,12 +69,14 @@ def test_matches_the_reference(groups, m, n, k, masked, expected_m):
     check_f32(inputs, expected_m)
 
 
+@pytest.mark.parametrize("cluster, turns", [(2, False), (1, True), (2, True)])
 @pytest.mark.parametrize("groups, m, n, k, masked, expected_m", SHAPES)
-def test_pairs_of_ctas_sharing_b_match_the_reference(monkeypatch, groups, m, n, k, masked,
-                                                     expected_m):
-    """The default tile in clusters of two (b multicast), on the same grid: rings that
-    wrap, more tiles than SMs, groups whose rows fill only one CTA of the pair."""
-    force_config(monkeypatch, 64, 128, pipes=2, cluster=2)
+def test_pairs_and_turns_match_the_reference(monkeypatch, cluster, turns, groups, m, n, k,
+                                             masked, expected_m):
+    """The default tile in clusters of two (b multicast) and with its pipelines taking
+    turns, on the same grid: rings that wrap, more tiles than SMs, groups whose rows fill
+    only one CTA of a pair, CTAs whose first pipeline has one tile more (or the only one)."""
+    force_config(monkeypatch, 64, 128, pipes=2, cluster=cluster, turns=turns)
     inputs = make_gemm_inputs(groups, m, n, k, masked, seed=groups * 7 + m + n + 1)
     check_f32(inputs, expected_m)
 

@@ -144,6 +144,10 @@ def test_expression_names_every_template_argument():
     assert piped.expression() == "sm90_fp8_masked_gemm<64, 128, 4, 2, 64, 0, 2>"
     pair = dataclasses.replace(piped, cluster=2)
     assert pair.expression() == "sm90_fp8_masked_gemm_pair<64, 128, 4, 2, 64, 0, 2>"
+    turns = dataclasses.replace(pair, turns=True)
+    assert turns.expression() == "sm90_fp8_masked_gemm_pair<64, 128, 4, 2, 64, 0, 2, true>"
+    with pytest.raises(ValueError, match="unsupported sm90 config"):
+        sm90.Sm90Config(128, 128, 4, OutKind.BF16, turns=True)  # one pipeline: no turns
 
 
 # ---- TMA descriptors (the driver is faked: no GPU here) ------------------------------

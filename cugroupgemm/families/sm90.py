@@ -59,9 +59,13 @@ class Sm90Config:
     # CTAs per cluster sharing each tile's b through TMA multicast (kernel: masked_gemm);
     # a tile is then cluster x block_m rows. 2 is compiled in CI, not yet run on a GPU.
     cluster: int = 1
+    # The two pipelines' warpgroups take turns issuing wgmma (ping-pong): needs two
+    # pipelines of one warpgroup each. Compiled in CI, not yet run on a GPU.
+    turns: bool = False
 
     def __post_init__(self):
         if (self.block_m % WG_ROWS or self.pipes not in (1, 2) or self.cluster not in (1, 2)
+                or (self.turns and (self.pipes, self.block_m) != (2, WG_ROWS))
                 or not 1 <= self.pipes * self.block_m // WG_ROWS <= MAX_CONSUMER_WARPGROUPS
                 or self.block_n not in BLOCK_N_CHOICES
                 or self.promote_k not in PROMOTE_K_CHOICES):
@@ -87,7 +91,7 @@ class Sm90Config:
         kernel = "sm90_fp8_masked_gemm" if self.cluster == 1 else "sm90_fp8_masked_gemm_pair"
         return (f"{kernel}<{self.block_m}, {self.block_n}, {self.stages}, "
                 f"{self.consumer_warpgroups}, {self.promote_k}, {int(self.out_kind)}, "
-                f"{self.pipes}>")
+                f"{self.pipes}{', true' if self.turns else ''}>")
 
 
 def stage_bytes(block_m: int, block_n: int) -> int:
@@ -224,13 +228,15 @@ def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
         return Sm90Config(block_m, block_n, max_stages(block_m, block_n, REFERENCE_DEVICE),
                           OutKind.BF16)
 
-    # The other output kinds; the one-pipeline tiles and the other promote_k choice, which
-    # a caller can ask for through plan(config=).
+    # The other output kinds; the one-pipeline tiles, the other promote_k choice, the pair
+    # sharing b and the pipelines taking turns, which a caller can ask for through
+    # plan(config=).
     configs = [default, dataclasses.replace(default, out_kind=OutKind.F32),
                dataclasses.replace(default, out_kind=OutKind.F16),
                one_pipeline(64, 128), one_pipeline(128, 128), one_pipeline(192, 64),
                dataclasses.replace(one_pipeline(128, 128), promote_k=128),
-               dataclasses.replace(default, cluster=2)]
+               dataclasses.replace(default, cluster=2), dataclasses.replace(default, turns=True),
+               dataclasses.replace(default, cluster=2, turns=True)]
     return [(KernelSpec(SOURCE, config.expression(), target), r"QGMMA") for config in configs]
 
 

@@ -70,4 +70,11 @@ struct MaskedTileScheduler {
     next += step;
     return true;
   }
+
+  // Once next_tile returned false (group_base is then the number of tiles): whether the
+  // round before this pipeline's next one had a tile. For pipeline 1 of two, that round
+  // is pipeline 0's, which then runs one tile more.
+  __device__ bool previous_round_had_tile(i32 pipes) const {
+    return next - step / pipes < group_base;
+  }
 };

@@ -13,7 +13,8 @@ VARIANTS, comma-separated: base (no edit) and
   no_wgmma        no wgmma (the promotion and barriers alone)
   no_barriers     no producer; consumers neither wait nor hand back
   tile_pairs      the scheduler before log item 21: tile t on pipeline t % 2 of CTA
-                  (t / 2) % grid (an A/B of item 21's rounds)
+                  (t / 2) % grid (an A/B of item 21's rounds; not with turns, whose last
+                  hand-overs assume rounds: it could hang)
 e.g. "base,loads_only,consumers_only,consumers_only+promote_once". Shapes are indices into
 bench_shapes.HOPPER (default: prefill G1, decode em64, em256 at n 4096); configs are
 block_m x block_n x promote_k x pipes [x cluster] (default: the heuristic's tile). Every edit checks

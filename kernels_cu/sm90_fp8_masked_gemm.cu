@@ -64,14 +64,15 @@ __device__ __forceinline__ void store_pair(void* out, i64 offset, float x, float
   }
 }
 
-}  // namespace sm90_gemm
-
+// The kernel's body; CLUSTER CTAs (1 or 2) of a cluster share each tile of CLUSTER x
+// BLOCK_M rows: CTA r of the cluster takes rows r * BLOCK_M onwards and loads r's share
+// of the tile's b rows into every CTA of the cluster (TMA multicast), so b is read from
+// L2 once per CLUSTER x BLOCK_M rows. A stage is then refilled only once the consumers of
+// every CTA of the cluster released it.
 template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
-          int OUT_KIND, int PIPES>
-__global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
-    sm90_fp8_masked_gemm(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
-                         const __grid_constant__ TmaMap tma_b) {
-  using namespace sm90_gemm;
+          int OUT_KIND, int PIPES, bool TURNS, int CLUSTER>
+__device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const TmaMap& tma_a,
+                                            const TmaMap& tma_b) {
   using L = Layout<BLOCK_M, BLOCK_N, STAGES * PIPES>;
   constexpr int PIPE_WG = NUM_CONSUMER_WG / PIPES;  // consumer warpgroups per pipeline
   static_assert(PIPES >= 1 && PIPES <= 2 && NUM_CONSUMER_WG % PIPES == 0,
@@ -80,6 +81,8 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
                 "one consumer warpgroup per 64 rows, at most 3");
   static_assert(BLOCK_N == 64 || BLOCK_N == 128, "BLOCK_N: 64 or 128 (inside one b-scale block)");
   static_assert(PROMOTE_K == 64 || PROMOTE_K == 128, "PROMOTE_K: 64 or 128");
+  static_assert(CLUSTER == 1 || CLUSTER == 2, "CLUSTER: one CTA or a pair");
+  static_assert(L::B_TILE / CLUSTER % SMEM_ALIGN == 0, "each CTA's share of b keeps alignment");
   constexpr int PART = BLOCK_N / 2;  // fp32 registers per thread of one wgmma result
   constexpr int SLICES = BLOCK_K / PROMOTE_K;
   constexpr int STEPS_PER_SLICE = PROMOTE_K / K_STEP;
@@ -107,11 +110,27 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES * PIPES; ++s) {
       sm90::mbar_init(&full[s], 1 + SCALE_LANES);
-      sm90::mbar_init(&empty[s], PIPE_WG * 4);
+      sm90::mbar_init(&empty[s], PIPE_WG * 4 * CLUSTER);  // every consumer warp of the cluster
     }
     sm90::mbar_init_fence();
   }
-  __syncthreads();
+  // With a cluster, the peer's barriers must be initialised before anything signals them.
+  if constexpr (CLUSTER > 1) {
+    sm90::cluster_sync();
+  } else {
+    __syncthreads();
+  }
+  // The tile sequence is the cluster's; this CTA's rows start rank * BLOCK_M into a tile.
+  const u32 rank = CLUSTER > 1 ? sm90::cluster_ctarank() : 0;
+  using Scheduler = MaskedTileScheduler<BLOCK_M * CLUSTER, BLOCK_N>;
+  auto scheduler_of = [&](int pipe) {
+    if constexpr (CLUSTER > 1) {
+      return Scheduler(p.masked_m, p.num_groups, p.m, p.n, pipe, PIPES, sm90::cluster_id_x(),
+                       sm90::cluster_count_x());
+    } else {
+      return Scheduler(p.masked_m, p.num_groups, p.m, p.n, pipe, PIPES);
+    }
+  };
 
   const int k_blocks = p.k / BLOCK_K;
   // Broadcast from lane 0 so the compiler sees a warp-uniform value: branches on it are
@@ -126,8 +145,7 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
     // Warps 2q and 2q + 1 feed pipeline q: its ring is stages q * STAGES onwards.
     const int pipe = warp / 2;
     if (pipe >= PIPES || (warp % 2 == 0 && lane != 0)) return;
-    MaskedTileScheduler<BLOCK_M, BLOCK_N> scheduler(p.masked_m, p.num_groups, p.m, p.n, pipe,
-                                                    PIPES);
+    Scheduler scheduler = scheduler_of(pipe);
     MaskedTile tile;
     int stage = pipe * STAGES;
     u32 phase = 0;
@@ -139,9 +157,16 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
           sm90::mbar_wait(&empty[stage], phase ^ 1);
           sm90::mbar_arrive_expect_tx(&full[stage], L::STAGE_BYTES);
           sm90::tma_load_3d(smem + L::A_OFFSET + stage * L::A_TILE, &tma_a, &full[stage],
-                            kb * BLOCK_K, tile.m0, tile.group);
-          sm90::tma_load_3d(smem + L::B_OFFSET + stage * L::B_TILE, &tma_b, &full[stage],
-                            kb * BLOCK_K, tile.n0, tile.group);
+                            kb * BLOCK_K, tile.m0 + rank * BLOCK_M, tile.group);
+          u8* b_stage = smem + L::B_OFFSET + stage * L::B_TILE;
+          if constexpr (CLUSTER == 1) {
+            sm90::tma_load_3d(b_stage, &tma_b, &full[stage], kb * BLOCK_K, tile.n0, tile.group);
+          } else {  // this CTA's share of the b rows, into both CTAs (tma_b's box: the share)
+            constexpr int SHARE = BLOCK_N / CLUSTER;
+            sm90::tma_load_3d_multicast(b_stage + rank * SHARE * BLOCK_K, &tma_b, &full[stage],
+                                        kb * BLOCK_K, tile.n0 + rank * SHARE, tile.group,
+                                        (1u << CLUSTER) - 1);
+          }
           if (++stage == (pipe + 1) * STAGES) {
             stage = pipe * STAGES;
             phase ^= 1;
@@ -159,7 +184,8 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
           sm90::mbar_wait(&empty[stage], phase ^ 1);
           float* slot = scales + stage * SLOT_FLOATS;
           for (int t = lane; t < BLOCK_M; t += 32) {
-            const int row = min(tile.m0 + t, tile.rows_valid - 1);
+            const int row = min(static_cast<int>(tile.m0 + rank * BLOCK_M) + t,
+                                tile.rows_valid - 1);
             sm90::cp_async_4(slot + t, a_rows + static_cast<i64>(row) * p.as_stride_m +
                                            static_cast<i64>(kb) * p.as_stride_k);
           }
@@ -192,32 +218,44 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
   // One result per slice: the slices of a k block run back to back on the tensor core,
   // with one wait per k block (a shared buffer would drain the pipe once per slice).
   float part[SLICES][PART];
-  MaskedTileScheduler<BLOCK_M, BLOCK_N> scheduler(p.masked_m, p.num_groups, p.m, p.n, pipe,
-                                                  PIPES);
+  Scheduler scheduler = scheduler_of(pipe);
   MaskedTile tile;
   int stage = pipe * STAGES;  // ring position of the k block in flight
   u32 phase = 0;
-  // Ping-pong between two warpgroups sharing a tile: each issues a k block's wgmma only
-  // after the other issued its previous one (named barriers 1 and 2), so the tensor core
-  // alternates between them and one's promotion overlaps the other's wgmma.
-  constexpr bool PING_PONG = PIPE_WG == 2;
-  static_assert(!PING_PONG || PIPES == 1, "named barriers 1 and 2 serve one pipeline");
+  // Ping-pong between two consumer warpgroups, of one tile (always) or of the two
+  // pipelines (TURNS): each issues a k block's wgmma only after the other issued its
+  // previous one (named barriers 1 and 2), so the tensor core alternates between them
+  // and one's promotion overlaps the other's wgmma. (Two warpgroups sharing a tile would
+  // otherwise wait on the same stages in lockstep; two pipelines drift into issuing
+  // together and promoting together while the tensor core idles: docs/performance.md,
+  // log items 22-23.)
+  static_assert(!TURNS || (PIPES == 2 && PIPE_WG == 1), "TURNS: two one-warpgroup pipelines");
+  constexpr bool PING_PONG = PIPE_WG == 2 || TURNS;
+  const int turn = PIPE_WG == 2 ? consumer : pipe;  // this warpgroup's place in the turns
   auto wait_turn = [&] {
-    if constexpr (PING_PONG) sm90::named_barrier_sync(1 + consumer, 256);
+    if constexpr (PING_PONG) sm90::named_barrier_sync(1 + turn, 256);
   };
   auto pass_turn = [&] {
-    if constexpr (PING_PONG) sm90::named_barrier_arrive(2 - consumer, 256);
+    if constexpr (PING_PONG) sm90::named_barrier_arrive(2 - turn, 256);
   };
-  if (consumer == 1) pass_turn();  // warpgroup 0 goes first
+  // Hands a read stage back to the producers of every CTA of the cluster.
+  auto release = [&](int s) {
+    __syncwarp();
+    if (lane == 0) {
+      sm90::mbar_arrive(&empty[s]);
+      if constexpr (CLUSTER > 1) sm90::mbar_arrive_cluster(&empty[s], rank ^ 1);
+    }
+  };
+  if (turn == 1) pass_turn();  // warpgroup 0 goes first
   while (scheduler.next_tile(tile)) {
-    const bool active = tile.m0 + consumer * WG_ROWS < tile.rows_valid;
+    const int m0 = tile.m0 + rank * BLOCK_M;  // this CTA's first row of the tile
+    const bool active = m0 + consumer * WG_ROWS < tile.rows_valid;
     if (!active) {  // no valid row here: only keep the ring in step
       for (int kb = 0; kb < k_blocks; ++kb) {
         sm90::mbar_wait(&full[stage], phase);
         wait_turn();
         pass_turn();
-        __syncwarp();
-        if (lane == 0) sm90::mbar_arrive(&empty[stage]);
+        release(stage);
         if (++stage == (pipe + 1) * STAGES) {
           stage = pipe * STAGES;
           phase ^= 1;
@@ -263,8 +301,7 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
 #pragma unroll
         for (int i = 0; i < PART; ++i) sm90::fence_operand(part[h][i]);
       }
-      __syncwarp();  // the stage is read: hand it back to the producer
-      if (lane == 0) sm90::mbar_arrive(&empty[stage]);
+      release(stage);  // the stage is read
       // The slices are summed in fp32, then scaled once: the same products as a
       // whole-block partial, so an infinite scale still gives +-Inf rather than
       // Inf - Inf from two slices of opposite sign.
@@ -282,7 +319,7 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
     }
 
     // Epilogue straight from registers: rows below rows_valid, columns below n.
-    const int r0 = tile.m0 + row_in_tile;
+    const int r0 = m0 + row_in_tile;
     const i64 row_offset0 = tile.group * p.out_stride_g + static_cast<i64>(r0) * p.out_stride_m;
     const i64 row_offset1 = row_offset0 + 8 * p.out_stride_m;
     const bool valid0 = r0 < tile.rows_valid;
@@ -297,5 +334,37 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
       }
     }
   }
-  if (consumer == 0) wait_turn();  // takes warpgroup 1's last hand-over
+  if constexpr (TURNS) {
+    // Pipeline 0 runs one tile more than pipeline 1 when the last round has only its
+    // tile: pipeline 1 keeps taking turns through it.
+    if (pipe == 1 && scheduler.previous_round_had_tile(PIPES)) {
+      for (int kb = 0; kb < k_blocks; ++kb) {
+        wait_turn();
+        pass_turn();
+      }
+    }
+  }
+  if (turn == 0) wait_turn();  // takes warpgroup 1's last hand-over
+}
+
+}  // namespace sm90_gemm
+
+template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
+          int OUT_KIND, int PIPES, bool TURNS = false>
+__global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
+    sm90_fp8_masked_gemm(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
+                         const __grid_constant__ TmaMap tma_b) {
+  sm90_gemm::masked_gemm<BLOCK_M, BLOCK_N, STAGES, NUM_CONSUMER_WG, PROMOTE_K, OUT_KIND, PIPES,
+                         TURNS, 1>(p, tma_a, tma_b);
+}
+
+// Clusters of two CTAs sharing each tile's b (masked_gemm); tma_b's box is half the tile.
+template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
+          int OUT_KIND, int PIPES, bool TURNS = false>
+__global__ void __cluster_dims__(2, 1, 1) __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
+    sm90_fp8_masked_gemm_pair(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
+                              const __grid_constant__ TmaMap tma_b) {
+  sm90_gemm::masked_gemm<BLOCK_M, BLOCK_N, STAGES, NUM_CONSUMER_WG, PROMOTE_K, OUT_KIND, PIPES,
+                         TURNS, 2>(p, tma_a, tma_b);
+  sm90::cluster_sync();  // no CTA leaves while its peer may still signal its barriers
 }

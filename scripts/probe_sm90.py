@@ -13,10 +13,11 @@ VARIANTS, comma-separated: base (no edit) and
   no_wgmma        no wgmma (the promotion and barriers alone)
   no_barriers     no producer; consumers neither wait nor hand back
   tile_pairs      the scheduler before log item 21: tile t on pipeline t % 2 of CTA
-                  (t / 2) % grid (an A/B of item 21's rounds)
+                  (t / 2) % grid (an A/B of item 21's rounds; not with turns, whose last
+                  hand-overs assume rounds: it could hang)
 e.g. "base,loads_only,consumers_only,consumers_only+promote_once". Shapes are indices into
 bench_shapes.HOPPER (default: prefill G1, decode em64, em256 at n 4096); configs are
-block_m x block_n x promote_k x pipes (default: the heuristic's tile). Every edit checks
+block_m x block_n x promote_k x pipes [x cluster] (default: the heuristic's tile). Every edit checks
 that the text it replaces is there, so a kernel change that moves it fails loudly rather
 than timing the unedited kernel. The kernels' results are not checked: timing only.
 """
@@ -36,7 +37,7 @@ import tune_sm90  # the timing of a forced config and the candidates' format
 SOURCE = "sm90_fp8_masked_gemm.cu"
 ARRIVE = "sm90::mbar_arrive(&full[stage]);"
 _TMA = (r"sm90::mbar_arrive_expect_tx\(&full\[stage\], L::STAGE_BYTES\);.*?"
-        r"tile\.n0, tile\.group\);")
+        r"\(1u << CLUSTER\) - 1\);\s*\}")
 _SCALES = (r"for \(int t = lane; t < BLOCK_M; t \+= 32\) \{.*?"
            r"cp_async_mbar_arrive_noinc\(&full\[stage\]\);")
 _A_LOAD = (r"sm90::mbar_arrive_expect_tx\(&full\[stage\], L::STAGE_BYTES\);\s*"
@@ -50,7 +51,7 @@ def _plain(text):
 SCHEDULER = "common/scheduler.cuh"
 
 EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replacement)]
-    "loads_only": [(_plain("const bool active = tile.m0 + consumer * WG_ROWS < tile.rows_valid;"),
+    "loads_only": [(_plain("const bool active = m0 + consumer * WG_ROWS < tile.rows_valid;"),
                     "const bool active = false;")],
     "consumers_only": [(_SCALES, ARRIVE), (_TMA, ARRIVE)],
     "no_scales": [(_SCALES, ARRIVE)],
@@ -62,9 +63,9 @@ EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replaceme
     "no_barriers": [
         (_plain("if (pipe >= PIPES || (warp % 2 == 0 && lane != 0)) return;"), "return;"),
         (_plain("sm90::mbar_wait(&full[stage], phase);"), ""),
-        (_plain("if (lane == 0) sm90::mbar_arrive(&empty[stage]);"), "")],
-    "tile_pairs": [(SCHEDULER, _plain("next(blockIdx.x + static_cast<i64>(pipe) * gridDim.x),"),
-                    "next(static_cast<i64>(blockIdx.x) * pipes + pipe),")],
+        (_plain("release(stage);"), "")],
+    "tile_pairs": [(SCHEDULER, _plain("next(unit + static_cast<i64>(pipe) * units),"),
+                    "next(static_cast<i64>(unit) * pipes + pipe),")],
 }
 
 

@@ -42,10 +42,16 @@ def out_variants():
     return [(8, np.dtype(np.float32), 8), (100, half, 0)]
 
 
-def run_gemm_case(family, inputs, expected_m, out_dtype, row_pad):
+def run_gemm_case(family, inputs, expected_m, out_dtype, row_pad, forced_config=None):
+    import contextlib
+    import dataclasses
+    import functools
+    from unittest import mock
+
     import cupy as cp
 
     from cugroupgemm import batch_deepgemm_fp8_nt_groupwise as gemm
+    from cugroupgemm.families import sm90
     from cugroupgemm.testing import (
         PoisonedOutput,
         assert_close_to_reference,
@@ -57,7 +63,10 @@ def run_gemm_case(family, inputs, expected_m, out_dtype, row_pad):
 
     groups, m, _ = inputs["a"].shape
     poisoned = PoisonedOutput((groups, m, inputs["b"].shape[1]), out_dtype, row_pad=row_pad)
-    with kernel_family(family):
+    forcing = (mock.patch.object(sm90, "FAMILY", dataclasses.replace(
+        sm90.FAMILY, plan=functools.partial(sm90.plan, config=forced_config)))
+               if forced_config else contextlib.nullcontext())
+    with kernel_family(family), forcing:
         gemm(**inputs, expected_m=expected_m, out=poisoned.out)
     cp.cuda.runtime.deviceSynchronize()
     assert_close_to_reference(to_cupy_float64(poisoned.out), reference_gpu(**inputs),
@@ -66,19 +75,30 @@ def run_gemm_case(family, inputs, expected_m, out_dtype, row_pad):
 
 
 def gemm_cases():
+    import dataclasses
     import functools
 
     from cugroupgemm.device import device_info
+    from cugroupgemm.dtypes import OutKind
+    from cugroupgemm.families import sm90
     from cugroupgemm.testing import make_gemm_inputs, runnable_families
 
-    for family in runnable_families(device_info(0)):
+    info = device_info(0)
+    variants = [(family, None, family) for family in runnable_families(info)]
+    if sm90.runs_on(info):  # the default tile in clusters of two CTAs sharing b, and
+        # with its pipelines taking turns
+        pair = sm90.Sm90Config(64, 128, sm90.max_stages(64, 128, info, 2), OutKind.BF16,
+                               pipes=2, cluster=2)
+        variants += [("sm90", pair, "sm90-pair"),
+                     ("sm90", dataclasses.replace(pair, cluster=1, turns=True), "sm90-turns")]
+    for family, config, label in variants:
         for name, groups, m, n, k, masked in GEMM_CASES:
             inputs = make_gemm_inputs(groups, m, n, k, masked, seed=groups + m)
             for expected_m, out_dtype, row_pad in out_variants():
                 expected_m = min(expected_m, m)  # 64 for the small case: still 128 rows
-                yield (f"gemm {family} {name} expected_m={expected_m} {out_dtype.name}",
+                yield (f"gemm {label} {name} expected_m={expected_m} {out_dtype.name}",
                        functools.partial(run_gemm_case, family, inputs, expected_m, out_dtype,
-                                         row_pad))
+                                         row_pad, config))
 
 
 def quantizer_cases():

@@ -23,8 +23,10 @@ from cugroupgemm.device import device_info
 from cugroupgemm.dtypes import OutKind
 from cugroupgemm.families import sm90
 
-CANDIDATES = [  # block_m, block_n, promote_k, pipes
-    (64, 128, 64, 1), (64, 128, 64, 2), (128, 128, 64, 1), (128, 128, 128, 1), (64, 128, 128, 2),
+CANDIDATES = [  # block_m, block_n, promote_k, pipes[, CTAs per cluster sharing b[, turns]]
+    (64, 128, 64, 1), (64, 128, 64, 2), (128, 128, 64, 1), (128, 128, 128, 1),
+    (64, 128, 128, 2), (64, 128, 64, 2, 2), (64, 128, 64, 1, 2), (64, 128, 64, 2, 1, True),
+    (64, 128, 64, 2, 2, True),
 ]
 
 
@@ -36,9 +38,11 @@ def forced(config):
 
 
 def config_of(candidate, info):
-    block_m, block_n, promote_k, pipes = candidate
+    """(block_m, block_n, promote_k, pipes[, cluster[, turns]]) -> the config, stages from
+    ``info``."""
+    block_m, block_n, promote_k, pipes, cluster, turns = (*candidate, 1, False)[:6]
     return sm90.Sm90Config(block_m, block_n, sm90.max_stages(block_m, block_n, info, pipes),
-                           OutKind.F16, promote_k, pipes)
+                           OutKind.F16, promote_k, pipes, cluster, turns)
 
 
 def launch_once(shapes, info):
@@ -73,7 +77,7 @@ def tune(shapes, info):
             mark = "*" if us == best else " "
             chosen = "default" if config_of(candidate, info) == default else ""
             print(f"{shape.label:8s} G{shape.groups:<3d} em{shape.expected_m:<5d} n{shape.n:<5d} "
-                  f"k{shape.k:<5d} {str(candidate):26s} {us:8.1f} us "
+                  f"k{shape.k:<5d} {str(candidate):34s} {us:8.1f} us "
                   f"{work.flops / us / 1e6:7.1f} TF {work.bytes / us / 1e3:6.0f} GB/s {mark} {chosen}",
                   flush=True)
 

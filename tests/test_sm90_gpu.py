@@ -30,11 +30,13 @@ def force_sm90(monkeypatch):
     monkeypatch.setenv("CUGROUPGEMM_KERNEL", "sm90")
 
 
-def force_config(monkeypatch, block_m, block_n, promote_k=sm90.DEFAULT_PROMOTE_K, pipes=1):
+def force_config(monkeypatch, block_m, block_n, promote_k=sm90.DEFAULT_PROMOTE_K, pipes=1,
+                 cluster=1, turns=False):
     """Make the sm90 family plan this tile shape (stages from the device, out kind from
     the call)."""
     stages = sm90.max_stages(block_m, block_n, device_info(0), pipes)
-    config = sm90.Sm90Config(block_m, block_n, stages, OutKind.BF16, promote_k, pipes)
+    config = sm90.Sm90Config(block_m, block_n, stages, OutKind.BF16, promote_k, pipes, cluster,
+                             turns)
     monkeypatch.setattr(sm90, "FAMILY", dataclasses.replace(
         sm90.FAMILY, plan=functools.partial(sm90.plan, config=config)))
 
@@ -67,34 +69,51 @@ def test_matches_the_reference(groups, m, n, k, masked, expected_m):
     check_f32(inputs, expected_m)
 
 
-TILE_CONFIGS = [  # block_m, block_n, promote_k, pipes
-    (64, 128, 64, 1), (64, 128, 128, 1), (128, 128, 64, 1), (128, 128, 128, 1), (192, 64, 64, 1),
-    (192, 64, 128, 1), (64, 128, 64, 2), (64, 64, 128, 2), (64, 128, 128, 2),
+@pytest.mark.parametrize("cluster, turns", [(2, False), (1, True), (2, True)])
+@pytest.mark.parametrize("groups, m, n, k, masked, expected_m", SHAPES)
+def test_pairs_and_turns_match_the_reference(monkeypatch, cluster, turns, groups, m, n, k,
+                                             masked, expected_m):
+    """The default tile in clusters of two (b multicast) and with its pipelines taking
+    turns, on the same grid: rings that wrap, more tiles than SMs, groups whose rows fill
+    only one CTA of a pair, CTAs whose first pipeline has one tile more (or the only one)."""
+    force_config(monkeypatch, 64, 128, pipes=2, cluster=cluster, turns=turns)
+    inputs = make_gemm_inputs(groups, m, n, k, masked, seed=groups * 7 + m + n + 1)
+    check_f32(inputs, expected_m)
+
+
+TILE_CONFIGS = [  # block_m, block_n, promote_k, pipes, cluster
+    (64, 128, 64, 1, 1), (64, 128, 128, 1, 1), (128, 128, 64, 1, 1), (128, 128, 128, 1, 1),
+    (192, 64, 64, 1, 1), (192, 64, 128, 1, 1), (64, 128, 64, 2, 1), (64, 64, 128, 2, 1),
+    (64, 128, 128, 2, 1),
+    # Pairs of CTAs sharing b (multicast): compiled in CI, first run on a GPU still to come.
+    (64, 128, 64, 2, 2), (64, 128, 64, 1, 2), (64, 64, 128, 2, 2), (128, 128, 64, 1, 2),
 ]
 
 
-@pytest.mark.parametrize("block_m, block_n, promote_k, pipes", TILE_CONFIGS)
+@pytest.mark.parametrize("block_m, block_n, promote_k, pipes, cluster", TILE_CONFIGS)
 @pytest.mark.parametrize("groups, m, n, k, masked", [
     (3, 200, 400, 1280, [200, 0, 65]),  # partial n tiles of 64 and 128, 10 k blocks
     (2, 130, 272, 640, [130, 64]),  # a tile mostly past n
     (6, 129, 1152, 256, [129, 128, 127, 63, 1, 65]),
     (3, 300, 208, 384, [300, 257, 191]),  # rows at the 192-row tile edges
 ])
-def test_every_tile_shape(monkeypatch, block_m, block_n, promote_k, pipes, groups, m, n, k,
-                          masked):
-    force_config(monkeypatch, block_m, block_n, promote_k, pipes)
+def test_every_tile_shape(monkeypatch, block_m, block_n, promote_k, pipes, cluster, groups, m,
+                          n, k, masked):
+    force_config(monkeypatch, block_m, block_n, promote_k, pipes, cluster)
     inputs = make_gemm_inputs(groups, m, n, k, masked, seed=block_m + block_n + n)
     check_f32(inputs, 64)
 
 
-@pytest.mark.parametrize("block_m, block_n, pipes", [(64, 128, 1), (128, 128, 1), (192, 64, 1),
-                                                     (64, 128, 2)])
+@pytest.mark.parametrize("block_m, block_n, pipes, cluster", [
+    (64, 128, 1, 1), (128, 128, 1, 1), (192, 64, 1, 1), (64, 128, 2, 1), (64, 128, 2, 2)])
 @pytest.mark.parametrize("dtype_name", ["bfloat16", "float16", "float32"])
 def test_out_dtypes_and_poisoned_rows_past_the_mask_stay_untouched(monkeypatch, dtype_name,
-                                                                    block_m, block_n, pipes):
+                                                                    block_m, block_n, pipes,
+                                                                    cluster):
     import torch
 
-    force_config(monkeypatch, block_m, block_n, pipes=pipes)  # out kind: out's dtype
+    force_config(monkeypatch, block_m, block_n, pipes=pipes, cluster=cluster)  # out kind:
+    # out's dtype
     dtype = getattr(torch, dtype_name)
     masked = [0, 1, 63, 64, 65, 127, 128, 130]
     inputs = make_gemm_inputs(8, 130, 272, 384, masked, seed=3)

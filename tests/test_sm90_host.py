@@ -109,6 +109,28 @@ def test_grid_is_no_larger_than_the_tile_count():
     assert plan.grid == (H100.sm_count, 1, 1)
 
 
+def test_a_pair_of_ctas_shares_tiles_of_twice_the_rows():
+    pair = sm90.Sm90Config(64, 128, 4, OutKind.BF16, pipes=2, cluster=2)
+    plan = sm90.plan(problem(groups=1, m=100, n=256, k=128, expected_m=4), H100, pair)
+    assert plan.grid == (4, 1, 1)  # one 128-row m tile x 2 n tiles, two CTAs each
+    plan = sm90.plan(problem(), H100, pair)
+    assert plan.grid == (H100.sm_count, 1, 1)
+    odd = dataclasses.replace(H100, sm_count=131)
+    assert sm90.plan(problem(), odd, pair).grid == (130, 1, 1)  # whole clusters only
+    assert plan.smem_bytes == sm90.plan(problem(), H100).smem_bytes  # per CTA: the same
+    with pytest.raises(ValueError, match="unsupported sm90 config"):
+        sm90.Sm90Config(64, 128, 4, OutKind.BF16, cluster=4)
+
+
+def test_a_pair_loads_its_share_of_b(fake_driver):
+    pair = sm90.Sm90Config(64, 128, 4, OutKind.BF16, pipes=2, cluster=2)
+    plan = sm90.plan(problem(groups=3, m=100, n=272, k=512, expected_m=70), H100, pair)
+    sm90.extra_arguments(plan, {"a": view((3, 100, 512)),
+                                "b": view((3, 272, 512), ptr=0x7F0000100000)})
+    call_a, call_b = fake_driver.calls
+    assert call_a["box"] == (128, 64, 1) and call_b["box"] == (128, 64, 1)
+
+
 def test_a_given_config_takes_the_problems_out_kind():
     config = sm90.Sm90Config(192, 64, 4, OutKind.BF16)
     plan = sm90.plan(problem(expected_m=256, out_kind=OutKind.F32), H100, config)
@@ -120,6 +142,12 @@ def test_expression_names_every_template_argument():
     assert config.expression() == "sm90_fp8_masked_gemm<192, 64, 4, 3, 128, 2, 1>"
     piped = sm90.Sm90Config(64, 128, 4, OutKind.BF16, pipes=2)
     assert piped.expression() == "sm90_fp8_masked_gemm<64, 128, 4, 2, 64, 0, 2>"
+    pair = dataclasses.replace(piped, cluster=2)
+    assert pair.expression() == "sm90_fp8_masked_gemm_pair<64, 128, 4, 2, 64, 0, 2>"
+    turns = dataclasses.replace(pair, turns=True)
+    assert turns.expression() == "sm90_fp8_masked_gemm_pair<64, 128, 4, 2, 64, 0, 2, true>"
+    with pytest.raises(ValueError, match="unsupported sm90 config"):
+        sm90.Sm90Config(128, 128, 4, OutKind.BF16, turns=True)  # one pipeline: no turns
 
 
 # ---- TMA descriptors (the driver is faked: no GPU here) ------------------------------
@@ -202,3 +230,6 @@ def test_instances_compile_without_spills_or_ignored_register_hints(spec):
     block_n = int(spec.expression.split(",")[1])
     assert f"QGMMA.64x{block_n}x32.F32.E4M3.E4M3" in check.sass
     assert "UTMALDG.3D" in check.sass and "LDGSTS" in check.sass  # operands and scales
+    if "_pair<" in spec.expression:  # b by multicast, barriers signalled across the pair
+        assert "UTMALDG.3D.MULTICAST" in check.sass and "UCGABAR_WAIT" in check.sass
+        assert "SYNCS.ARRIVE.TRANS64.RED" in check.sass

@@ -56,9 +56,16 @@ class Sm90Config:
     out_kind: OutKind
     promote_k: int = DEFAULT_PROMOTE_K
     pipes: int = 1  # independent pipelines per CTA, each with its own tiles and ring
+    # CTAs per cluster sharing each tile's b through TMA multicast (kernel: masked_gemm);
+    # a tile is then cluster x block_m rows. 2 is compiled in CI, not yet run on a GPU.
+    cluster: int = 1
+    # The two pipelines' warpgroups take turns issuing wgmma (ping-pong): needs two
+    # pipelines of one warpgroup each. Compiled in CI, not yet run on a GPU.
+    turns: bool = False
 
     def __post_init__(self):
-        if (self.block_m % WG_ROWS or self.pipes not in (1, 2)
+        if (self.block_m % WG_ROWS or self.pipes not in (1, 2) or self.cluster not in (1, 2)
+                or (self.turns and (self.pipes, self.block_m) != (2, WG_ROWS))
                 or not 1 <= self.pipes * self.block_m // WG_ROWS <= MAX_CONSUMER_WARPGROUPS
                 or self.block_n not in BLOCK_N_CHOICES
                 or self.promote_k not in PROMOTE_K_CHOICES):
@@ -81,9 +88,10 @@ class Sm90Config:
         return smem_bytes(self.block_m, self.block_n, self.stages, self.pipes)
 
     def expression(self) -> str:
-        return (f"sm90_fp8_masked_gemm<{self.block_m}, {self.block_n}, {self.stages}, "
+        kernel = "sm90_fp8_masked_gemm" if self.cluster == 1 else "sm90_fp8_masked_gemm_pair"
+        return (f"{kernel}<{self.block_m}, {self.block_n}, {self.stages}, "
                 f"{self.consumer_warpgroups}, {self.promote_k}, {int(self.out_kind)}, "
-                f"{self.pipes}>")
+                f"{self.pipes}{', true' if self.turns else ''}>")
 
 
 def stage_bytes(block_m: int, block_n: int) -> int:
@@ -162,22 +170,28 @@ def plan(problem: Problem, info: DeviceInfo, config: Sm90Config | None = None) -
     never the output kind, which is the problem's."""
     config = config or choose_config(problem, info)
     return persistent_plan("sm90", SOURCE, TARGET, config, problem, info, config.block_m,
-                           config.block_n, config.threads)
+                           config.block_n, config.threads, config.cluster)
 
 
 def persistent_plan(family: str, source: str, target: str, config, problem: Problem,
-                    info: DeviceInfo, block_m: int, block_n: int, threads: int) -> LaunchPlan:
+                    info: DeviceInfo, block_m: int, block_n: int, threads: int,
+                    cluster: int = 1) -> LaunchPlan:
     """The plan of a persistent TMA kernel (this family's and sm100's): ``config`` takes
     the problem's output kind and must fit the device's shared memory; one CTA per SM, or
     per tile that could be live if fewer (masked_m stays on the GPU, so every m tile
-    counts; kernels_cu/common/scheduler.cuh hands a CTA's pipelines whole rounds)."""
+    counts; kernels_cu/common/scheduler.cuh hands a CTA's pipelines whole rounds). With
+    clusters of ``cluster`` CTAs sharing tiles of cluster x block_m rows, as many whole
+    clusters as fit the SMs.
+    NOTE: that assumes every cluster of the grid can be resident at once (an H100's SMs
+    pair up within their GPCs); a grid larger than that would serialise clusters."""
     if config.out_kind != problem.out_kind:
         config = dataclasses.replace(config, out_kind=problem.out_kind)
     if config.smem_bytes > info.smem_per_block_optin:
         raise UnsupportedDeviceError(
             f"{family} config {config} needs {config.smem_bytes} bytes of shared memory; "
             f"{info.name} offers {info.smem_per_block_optin}")
-    grid = (max(1, min(info.sm_count, most_tiles(problem, block_m, block_n))), 1, 1)
+    clusters = min(info.sm_count // cluster, most_tiles(problem, block_m * cluster, block_n))
+    grid = (cluster * max(1, clusters), 1, 1)
     spec = KernelSpec(source, config.expression(), target)
     return LaunchPlan(spec, grid, (threads, 1, 1), config.smem_bytes, config)
 
@@ -197,8 +211,9 @@ def _operand_map(argument: str, view: TensorView, rows_box: int) -> tma.TensorMa
 
 def extra_arguments(plan: LaunchPlan, views: dict[str, TensorView]) -> tuple:
     config: Sm90Config = plan.config
+    # With clusters each CTA loads its share of b's rows (into every CTA of the cluster).
     return (_operand_map("a", views["a"], config.block_m),
-            _operand_map("b", views["b"], config.block_n))
+            _operand_map("b", views["b"], config.block_n // config.cluster))
 
 
 def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
@@ -213,12 +228,15 @@ def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
         return Sm90Config(block_m, block_n, max_stages(block_m, block_n, REFERENCE_DEVICE),
                           OutKind.BF16)
 
-    # The other output kinds; the one-pipeline tiles and the other promote_k choice, which
-    # a caller can ask for through plan(config=).
+    # The other output kinds; the one-pipeline tiles, the other promote_k choice, the pair
+    # sharing b and the pipelines taking turns, which a caller can ask for through
+    # plan(config=).
     configs = [default, dataclasses.replace(default, out_kind=OutKind.F32),
                dataclasses.replace(default, out_kind=OutKind.F16),
                one_pipeline(64, 128), one_pipeline(128, 128), one_pipeline(192, 64),
-               dataclasses.replace(one_pipeline(128, 128), promote_k=128)]
+               dataclasses.replace(one_pipeline(128, 128), promote_k=128),
+               dataclasses.replace(default, cluster=2), dataclasses.replace(default, turns=True),
+               dataclasses.replace(default, cluster=2, turns=True)]
     return [(KernelSpec(SOURCE, config.expression(), target), r"QGMMA") for config in configs]
 
 

@@ -3,10 +3,11 @@
 // they agree on the sequence of tiles without talking to each other.
 //
 // Tiles are numbered in the order (group, n tile, m tile), m fastest, counting only the
-// m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to CTA t % gridDim.x,
-// and with P independent pipelines per CTA to its pipeline (t / gridDim.x) % P: each
-// round of gridDim.x tiles fills one pipeline of every CTA, so a last partial round
-// spreads over as many SMs as it has tiles (a pipeline alone on its SM runs faster).
+// m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to CTA t % gridDim.x
+// (with clusters: to cluster t % clusters), and with P independent pipelines per CTA to
+// its pipeline (t / gridDim.x) % P: each round of gridDim.x tiles fills one pipeline of
+// every CTA, so a last partial round spreads over as many SMs as it has tiles (a
+// pipeline alone on its SM runs faster).
 // NOTE: m fastest so the m tiles of one (group, n tile) run at the same time on
 // neighbouring CTAs and read that b tile from DRAM once (the others hit L2). With n
 // fastest, a decode group of 65..128 rows streamed its b twice (measured on the H100,
@@ -34,12 +35,19 @@ struct MaskedTileScheduler {
   i64 next;             // the next tile index this CTA's pipeline owns
   i64 step;
 
+  // `unit` of `units` takes the tiles a CTA would: the CTA itself, or with clusters the
+  // cluster (whose CTAs then share each tile, BLOCK_M rows being all of theirs).
   __device__ MaskedTileScheduler(const i32* masked_m_, i32 num_groups_, i32 m_, i32 n_,
-                                 i32 pipe = 0, i32 pipes = 1)
+                                 i32 pipe, i32 pipes, u32 unit, u32 units)
       : masked_m(masked_m_), num_groups(num_groups_), m(m_),
         n_tiles((n_ + BLOCK_N - 1) / BLOCK_N),
-        next(blockIdx.x + static_cast<i64>(pipe) * gridDim.x),
-        step(static_cast<i64>(gridDim.x) * pipes) {}
+        next(unit + static_cast<i64>(pipe) * units),
+        step(static_cast<i64>(units) * pipes) {}
+
+  __device__ MaskedTileScheduler(const i32* masked_m_, i32 num_groups_, i32 m_, i32 n_,
+                                 i32 pipe = 0, i32 pipes = 1)
+      : MaskedTileScheduler(masked_m_, num_groups_, m_, n_, pipe, pipes, blockIdx.x,
+                            gridDim.x) {}
 
   // The next tile of this CTA; false when none is left.
   __device__ bool next_tile(MaskedTile& tile) {
@@ -61,5 +69,12 @@ struct MaskedTileScheduler {
     tile.rows_valid = rows_valid;
     next += step;
     return true;
+  }
+
+  // Once next_tile returned false (group_base is then the number of tiles): whether the
+  // round before this pipeline's next one had a tile. For pipeline 1 of two, that round
+  // is pipeline 0's, which then runs one tile more.
+  __device__ bool previous_round_had_tile(i32 pipes) const {
+    return next - step / pipes < group_base;
   }
 };

@@ -50,6 +50,48 @@ __device__ __forceinline__ void mbar_wait(u64* bar, u32 parity) {
       : "memory");
 }
 
+// Arrives on the barrier at `bar`'s offset in the shared memory of CTA `rank` of the
+// cluster (this CTA's own when rank is its rank), releasing this thread's prior reads.
+__device__ __forceinline__ void mbar_arrive_cluster(u64* bar, u32 rank) {
+  asm volatile(
+      "{\n"
+      "  .reg .b32 remote;\n"
+      "  mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "  mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(smem_u32(bar)),
+      "r"(rank)
+      : "memory");
+}
+
+// ---- clusters --------------------------------------------------------------------------
+
+__device__ __forceinline__ u32 cluster_ctarank() {
+  u32 rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  return rank;
+}
+
+__device__ __forceinline__ u32 cluster_id_x() {
+  u32 id;
+  asm volatile("mov.u32 %0, %%clusterid.x;" : "=r"(id));
+  return id;
+}
+
+__device__ __forceinline__ u32 cluster_count_x() {
+  u32 count;
+  asm volatile("mov.u32 %0, %%nclusterid.x;" : "=r"(count));
+  return count;
+}
+
+// Every thread of every CTA of the cluster (that has not exited) meets here; memory
+// operations before it are visible to the cluster after it.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile(
+      "barrier.cluster.arrive.release;\n"
+      "barrier.cluster.wait.acquire;\n" ::
+          : "memory");
+}
+
 // ---- named barriers (0 is __syncthreads) -----------------------------------------------
 
 __device__ __forceinline__ void named_barrier_sync(u32 id, u32 threads) {
@@ -73,6 +115,18 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const TmaMap* map, u64* b
       "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
       " [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(smem_u32(dst)),
       "l"(reinterpret_cast<u64>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar))
+      : "memory");
+}
+
+// The same, written at dst's offset into the shared memory of every CTA of the cluster
+// in `cta_mask`, completing its bytes on the barrier at bar's offset in each of them.
+__device__ __forceinline__ void tma_load_3d_multicast(void* dst, const TmaMap* map, u64* bar,
+                                                      i32 c0, i32 c1, i32 c2, u16 cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%2, %3, %4}], [%5], %6;" ::"r"(smem_u32(dst)),
+      "l"(reinterpret_cast<u64>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar)),
+      "h"(cta_mask)
       : "memory");
 }
 

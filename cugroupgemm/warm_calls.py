@@ -80,10 +80,15 @@ def replay(key: tuple | None, out):
     return result
 
 
-def remember(key: tuple, family, launch: KernelLaunch, problem: Problem,
+def remember(key: tuple | None, launched: tuple | None, problem: Problem,
              allocated: bool) -> None:
-    """Keep ``launch`` for the calls that repeat ``key``; ``allocated``: whether the call
-    allocated its output (no out=)."""
+    """Keep ``launched`` (api.launch_gemm's family and launch) for the calls that repeat
+    ``key``; ``allocated``: whether the call allocated its output (no out=). Nothing to
+    keep without a key (a call that cannot take this path) or a launch (an empty
+    problem)."""
+    if key is None or launched is None:
+        return
+    family, launch = launched
     if id(family) != key[_FAMILY]:
         return  # the family changed within the call: the key describes another launch
     shape = (problem.num_groups, problem.m, problem.n) if allocated else None

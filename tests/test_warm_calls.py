@@ -26,7 +26,7 @@ def test_the_oldest_launch_is_forgotten_past_the_bound():
     problem = Problem(1, 64, 128, 128, 16, OutKind.F32)
     keys = [("cupy", id(family), int, i) for i in range(warm_calls.MAX_ENTRIES + 1)]
     for key in keys:
-        warm_calls.remember(key, family, launch, problem, True)
+        warm_calls.remember(key, (family, launch), problem, True)
     assert len(warm_calls._entries) == warm_calls.MAX_ENTRIES
     assert keys[0] not in warm_calls._entries and keys[-1] in warm_calls._entries
 
@@ -34,7 +34,7 @@ def test_the_oldest_launch_is_forgotten_past_the_bound():
 def test_a_launch_of_another_family_than_the_key_says_is_not_kept():
     keyed, launched = object(), object()
     key = ("cupy", id(keyed), int, 1)
-    warm_calls.remember(key, launched, SimpleNamespace(device_id=0),
+    warm_calls.remember(key, (launched, SimpleNamespace(device_id=0)),
                         Problem(1, 64, 128, 128, 16, OutKind.F32), False)
     assert key not in warm_calls._entries
 
@@ -58,10 +58,9 @@ def test_a_replay_allocates_as_a_first_call_does_and_points_the_params_at_it(mon
     family = object()
     launch = RecordedLaunch(device_id=3, arguments=(GemmParams(out=0x1000),), runs=[])
     allocating, given = ("torch", id(family), "allocates"), ("torch", id(family), "out given")
-    warm_calls.remember(allocating, family, launch, Problem(2, 64, 256, 128, 16, OutKind.BF16),
-                        True)
-    warm_calls.remember(given, family, launch, Problem(2, 64, 256, 128, 16, OutKind.BF16),
-                        False)
+    problem = Problem(2, 64, 256, 128, 16, OutKind.BF16)
+    warm_calls.remember(allocating, (family, launch), problem, True)
+    warm_calls.remember(given, (family, launch), problem, False)
     assert warm_calls.replay(allocating, None) == "the output"
     assert allocations == [("torch", (2, 64, 256), OutKind.BF16.dtype, 3, 77)]
     stream, params = launch.runs[0]
@@ -70,3 +69,10 @@ def test_a_replay_allocates_as_a_first_call_does_and_points_the_params_at_it(mon
     out = object()
     assert warm_calls.replay(given, out) is out
     assert launch.runs[1] == (77, None) and len(allocations) == 1
+
+
+def test_nothing_is_kept_without_a_key_or_a_launch():
+    warm_calls.remember(None, (object(), SimpleNamespace(device_id=0)),
+                        Problem(1, 64, 128, 128, 16, OutKind.F32), False)
+    warm_calls.remember(("cupy", 0), None, Problem(1, 0, 128, 128, 0, OutKind.F32), False)
+    assert not warm_calls._entries

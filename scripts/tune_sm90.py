@@ -40,7 +40,7 @@ def forced(config):
 def config_of(candidate, info):
     """(block_m, block_n, promote_k, pipes[, cluster[, turns]]) -> the config, stages from
     ``info``."""
-    block_m, block_n, promote_k, pipes, cluster, turns = (*candidate, 1, False)[:6]
+    block_m, block_n, promote_k, pipes, cluster, turns = (*candidate, *(1, False)[len(candidate) - 4:])
     return sm90.Sm90Config(block_m, block_n, sm90.max_stages(block_m, block_n, info, pipes),
                            OutKind.F16, promote_k, pipes, cluster, turns)
 

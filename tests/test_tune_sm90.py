@@ -1,0 +1,36 @@
+"""scripts/tune_sm90.py without a GPU: a candidate tuple that leaves out the trailing
+fields gets their defaults, so a shorter tuple never turns on a knob by shifting."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from cugroupgemm.families import sm90
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def tune():
+    spec = importlib.util.spec_from_file_location("tune_sm90", SCRIPTS / "tune_sm90.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("candidate, cluster, turns", [
+    ((64, 128, 64, 2), 1, False),
+    ((64, 128, 64, 2, 2), 2, False),
+    ((64, 128, 64, 2, 1, True), 1, True),
+    ((64, 128, 64, 2, 2, True), 2, True),
+])
+def test_a_candidate_names_its_config(tune, candidate, cluster, turns):
+    config = tune.config_of(candidate, sm90.REFERENCE_DEVICE)
+    assert (config.block_m, config.block_n, config.promote_k, config.pipes) == candidate[:4]
+    assert (config.cluster, config.turns) == (cluster, turns)
+
+
+def test_every_candidate_is_a_valid_config(tune):
+    for candidate in tune.CANDIDATES:
+        tune.config_of(candidate, sm90.REFERENCE_DEVICE)

@@ -3,6 +3,7 @@
 kernels_cu/ (the repository's sources are never touched); edits join with '+'.
 
     python scripts/probe_sm90.py VARIANTS [--configs 64x128x64x2,...] [--shapes 0,10,14]
+                                          [--expected-m 48,96]
 
 VARIANTS, comma-separated: base (no edit) and
   loads_only      consumers hand each stage back unread (the load path alone)
@@ -23,6 +24,7 @@ than timing the unedited kernel. The kernels' results are not checked: timing on
 """
 
 import argparse
+import dataclasses
 import re
 import shutil
 import sys
@@ -116,6 +118,8 @@ def main():
     parser.add_argument("variants")
     parser.add_argument("--configs", default="64x128x64x2")
     parser.add_argument("--shapes", default="0,10,14")
+    parser.add_argument("--expected-m", help="comma-separated: each shape with each of these "
+                        "expected_m instead of its own (decode sizes between the table's)")
     args = parser.parse_args()
     variants = args.variants.split(",")
     originals = kernel_sources(ROOT / "kernels_cu")
@@ -124,6 +128,9 @@ def main():
     info = device_info(cp.cuda.Device().id)
     configs = [tuple(map(int, c.split("x"))) for c in args.configs.split(",")]
     shapes = [bench_shapes.HOPPER[int(i)] for i in args.shapes.split(",")]
+    if args.expected_m:
+        shapes = [dataclasses.replace(shape, expected_m=em) for shape in shapes
+                  for em in bench_shapes.int_list(args.expected_m)]
     cases = [bench.make_case(shape) for shape in shapes]
     for variant in variants:
         directory = Path(tempfile.mkdtemp()) / "kernels_cu"

@@ -125,18 +125,24 @@ def most_tiles(problem: Problem, block_m: int, block_n: int) -> int:
     return problem.num_groups * -(-problem.m // block_m) * -(-problem.n // block_n)
 
 
-# One tile for every problem: 64 x 128 in two pipelines per CTA (two consumer
-# warpgroups on different tiles, so one's fp32 promotion overlaps the other's wgmma).
-# Measured on the H200 over the benchmark's sixteen shapes (docs/performance.md,
-# 2026-12-02): 5 % less total time than 128 x 128 (ping-pong), up to 23 % less on single
-# shapes, at most 8 % more on any; 128 x 128 and 192 x 64 stay explicit configs. So the
-# sm90 family ignores expected_m (the portable family sizes its tile from it).
+# The tile: 64 x 128 in two pipelines per CTA (two consumer warpgroups on different
+# tiles, so one's fp32 promotion overlaps the other's wgmma). Measured on the H200 over
+# the benchmark's sixteen shapes (docs/performance.md, 2026-12-02): 5 % less total time
+# than 128 x 128, up to 23 % less on single shapes.
 TILE = (64, 128)
 PIPES = 2
+# Except where a typical group has between one and two 64-row tiles of rows
+# (expected_m in WIDE_ROWS, masked_m mostly 45-125): there one 128 x 128 tile (two
+# warpgroups taking turns, one pipeline) streams each group's b through one SM per n
+# tile instead of two. Measured (log item 27): 1-19 % faster at expected_m 64-96,
+# 2-5 % slower at 40-56 and 112-128.
+WIDE_TILE = (128, 128)
+WIDE_ROWS = range(64, 97)
 
 
 def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
-    """The tile (TILE, PIPES pipelines), stages from the device's shared memory.
+    """The tile (TILE in PIPES pipelines, or WIDE_TILE in one where expected_m is in
+    WIDE_ROWS), stages from the device's shared memory.
 
     - promote_k: DEFAULT_PROMOTE_K (accuracy; docs/performance.md).
     - stages per pipeline: as many as fit the device's opt-in shared memory
@@ -144,17 +150,22 @@ def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
       (block_m + block_n) x 128 operand bytes, 16 bytes of barriers and the scale slot
       (block_m + 1 floats in 16-byte units); fewer than 2 is an error.
 
-    Worked example (H100: 232448 B opt-in): any problem -> block_m 64, block_n 128, two
-    pipelines of (232448 - 1024) // (2 * (24576 + 16 + 272)) = 4 stages, smem
-    2 * 4 * 24864 + 1024 = 199936 B, 384 threads.
+    Worked examples (H100: 232448 B opt-in):
+    - expected_m 256 -> block_m 64, block_n 128, two pipelines of
+      (232448 - 1024) // (2 * (24576 + 16 + 272)) = 4 stages, smem
+      2 * 4 * 24864 + 1024 = 199936 B, 384 threads;
+    - expected_m 64 -> block_m 128, block_n 128, one pipeline of
+      (232448 - 1024) // (32768 + 16 + 528) = 6 stages, smem 6 * 33312 + 1024 = 200896 B,
+      384 threads.
     """
-    block_m, block_n = TILE
-    stages = max_stages(block_m, block_n, info, PIPES)
+    (block_m, block_n), pipes = ((WIDE_TILE, 1) if problem.expected_m in WIDE_ROWS
+                                 else (TILE, PIPES))
+    stages = max_stages(block_m, block_n, info, pipes)
     if stages < MIN_STAGES:
         raise UnsupportedDeviceError(
-            f"the sm90 kernel needs at least {smem_bytes(block_m, block_n, MIN_STAGES, PIPES)} "
+            f"the sm90 kernel needs at least {smem_bytes(block_m, block_n, MIN_STAGES, pipes)} "
             f"bytes of shared memory per block; {info.name} offers {info.smem_per_block_optin}")
-    return Sm90Config(block_m, block_n, stages, problem.out_kind, pipes=PIPES)
+    return Sm90Config(block_m, block_n, stages, problem.out_kind, pipes=pipes)
 
 
 def runs_on(info: DeviceInfo) -> bool:
@@ -182,8 +193,10 @@ def persistent_plan(family: str, source: str, target: str, config, problem: Prob
     counts; kernels_cu/common/scheduler.cuh hands a CTA's pipelines whole rounds). With
     clusters of ``cluster`` CTAs sharing tiles of cluster x block_m rows, as many whole
     clusters as fit the SMs.
-    NOTE: that assumes every cluster of the grid can be resident at once (an H100's SMs
-    pair up within their GPCs); a grid larger than that would serialise clusters."""
+    NOTE: that assumes every cluster of the grid can be resident at once: true of pairs
+    on the H200 (66 of 132 SMs' worth, cuOccupancyMaxActiveClusters through
+    scripts/cluster_occupancy.py, 2026-12-02); a grid larger than that would serialise
+    clusters."""
     if config.out_kind != problem.out_kind:
         config = dataclasses.replace(config, out_kind=problem.out_kind)
     if config.smem_bytes > info.smem_per_block_optin:
@@ -217,24 +230,26 @@ def extra_arguments(plan: LaunchPlan, views: dict[str, TensorView]) -> tuple:
 
 
 def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
-    """The tile the heuristics pick, planned for ``info``, bf16 out."""
-    return [Sm90Config(*TILE, max_stages(*TILE, info, PIPES), OutKind.BF16, pipes=PIPES)]
+    """The tiles the heuristics pick (TILE, then WIDE_TILE), planned for ``info``, bf16
+    out."""
+    return [choose_config(Problem(1, 1, BLOCK_K, BLOCK_K, expected_m, OutKind.BF16), info)
+            for expected_m in (1, WIDE_ROWS.start)]
 
 
 def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
-    (default,) = reference_configs()
+    default, wide = reference_configs()
 
     def one_pipeline(block_m, block_n):
         return Sm90Config(block_m, block_n, max_stages(block_m, block_n, REFERENCE_DEVICE),
                           OutKind.BF16)
 
-    # The other output kinds; the one-pipeline tiles, the other promote_k choice, the pair
-    # sharing b and the pipelines taking turns, which a caller can ask for through
-    # plan(config=).
-    configs = [default, dataclasses.replace(default, out_kind=OutKind.F32),
+    # The other output kinds; the other one-pipeline tiles, the other promote_k choice,
+    # the pair sharing b and the pipelines taking turns, which a caller can ask for
+    # through plan(config=).
+    configs = [default, wide, dataclasses.replace(default, out_kind=OutKind.F32),
                dataclasses.replace(default, out_kind=OutKind.F16),
-               one_pipeline(64, 128), one_pipeline(128, 128), one_pipeline(192, 64),
-               dataclasses.replace(one_pipeline(128, 128), promote_k=128),
+               one_pipeline(64, 128), one_pipeline(192, 64),
+               dataclasses.replace(wide, promote_k=128),
                dataclasses.replace(default, cluster=2), dataclasses.replace(default, turns=True),
                dataclasses.replace(default, cluster=2, turns=True)]
     return [(KernelSpec(SOURCE, config.expression(), target), r"QGMMA") for config in configs]

@@ -134,8 +134,8 @@ PIPES = 2
 # Except where a typical group has between one and two 64-row tiles of rows
 # (expected_m in WIDE_ROWS, masked_m mostly 45-125): there one 128 x 128 tile (two
 # warpgroups taking turns, one pipeline) streams each group's b through one SM per n
-# tile instead of two. Measured (log item 27): 1-19 % faster at expected_m 64-96,
-# 2-5 % slower at 40-56 and 112-128.
+# tile instead of two. Measured (docs/performance.md, log item 27): 1-19 % faster at
+# expected_m 64-96; 3-5 % slower at 40-56, even at 112, 11-16 % slower at 128.
 WIDE_TILE = (128, 128)
 WIDE_ROWS = range(64, 97)
 

@@ -57,10 +57,11 @@ class Sm90Config:
     promote_k: int = DEFAULT_PROMOTE_K
     pipes: int = 1  # independent pipelines per CTA, each with its own tiles and ring
     # CTAs per cluster sharing each tile's b through TMA multicast (kernel: masked_gemm);
-    # a tile is then cluster x block_m rows. 2 is compiled in CI, not yet run on a GPU.
+    # a tile is then cluster x block_m rows. Correct on the H200, 2-16 % slower than
+    # the default on the benchmark's shapes (docs/performance.md, log item 26).
     cluster: int = 1
     # The two pipelines' warpgroups take turns issuing wgmma (ping-pong): needs two
-    # pipelines of one warpgroup each. Compiled in CI, not yet run on a GPU.
+    # pipelines of one warpgroup each. Correct on the H200; at best even (log items 23, 26).
     turns: bool = False
 
     def __post_init__(self):

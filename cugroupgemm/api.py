@@ -107,7 +107,7 @@ def _raise_on_bad_masked_m(view, m: int, context):
     import cupy
 
     with cupy.cuda.Device(context.device_id):
-        values = _cupy_view(view).get(stream=cupy.cuda.ExternalStream(context.stream))
+        values = _cupy_view(view).get(stream=frameworks.cupy_stream(context.stream))
     bad = validate.masked_m_violations(values, m)
     if bad:
         listing = ", ".join(f"group {g}: {v}" for g, v in bad[:8])

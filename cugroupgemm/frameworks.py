@@ -48,6 +48,28 @@ def current_stream(framework: str, device_id: int) -> int:
     return int(cupy.cuda.get_current_stream(device_id).ptr)
 
 
+class _StreamHandle:
+    """A raw stream handle in the CUDA stream protocol (for CuPy's Stream.from_external)."""
+
+    def __init__(self, handle: int):
+        self.handle = handle
+
+    def __cuda_stream__(self):
+        return (0, self.handle)
+
+
+def cupy_stream(handle: int, device_id: int = -1):
+    """A CuPy stream object on the raw ``handle``, which stays its owner's (nothing here
+    destroys it). CuPy 14 deprecates ExternalStream for Stream.from_external; a CuPy 14
+    without the latter still gets the former. ``device_id``: -1 when not known."""
+    import cupy
+
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is None:
+        return cupy.cuda.ExternalStream(handle, device_id)
+    return from_external(_StreamHandle(handle))
+
+
 def for_dlpack(handle: int) -> int:
     # DLPack reserves 0; the legacy default stream is spelled 1 there.
     return 1 if handle == 0 else handle
@@ -100,7 +122,7 @@ def _allocate(framework, shape, dtype, device_id, stream):
     import cupy
 
     on_stream = (contextlib.nullcontext() if current_stream("cupy", device_id) == stream
-                 else cupy.cuda.ExternalStream(stream, device_id))
+                 else cupy_stream(stream, device_id))
     with cupy.cuda.Device(device_id), on_stream:
         if framework == "cupy":
             array = cupy.empty(shape, dtype=_cupy_dtype(dtype))

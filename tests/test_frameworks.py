@@ -1,4 +1,5 @@
-"""Framework recognition and stream handles, without importing any framework."""
+"""Framework recognition and stream handles, without importing any framework (CuPy only
+where a CuPy stream object is made)."""
 
 import subprocess
 import sys
@@ -67,3 +68,11 @@ def test_importing_cugroupgemm_imports_no_framework():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_cupy_stream_wraps_a_raw_handle_without_a_deprecation_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert frameworks.cupy_stream(1234, 0).ptr == 1234

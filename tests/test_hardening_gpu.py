@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cugroupgemm
-from cugroupgemm import api, build, dispatch, warm_calls
+from cugroupgemm import api, build, dispatch, frameworks, warm_calls
 from cugroupgemm import batch_deepgemm_fp8_nt_groupwise as gemm
 from cugroupgemm.device import device_info
 from cugroupgemm.reference import fp8_e4m3_to_float64
@@ -483,7 +483,7 @@ def launch_late_copy(src, dst, stream_handle: int, spin_cycles: int = SPIN_CYCLE
     import cupy as cp
 
     kernel = cp.RawKernel(LATE_COPY, "late_copy")
-    with cp.cuda.ExternalStream(stream_handle):
+    with frameworks.cupy_stream(stream_handle):
         kernel((64,), (256,), (src, dst, cp.int64(src.size), cp.int64(spin_cycles)))
 
 
@@ -506,6 +506,26 @@ def test_result_is_ordered_after_a_slow_producer_on_a_torch_side_stream(family):
         assert not producer.query(), "the producer finished before the call: no test"
     consumer.synchronize()
     assert_close_to_reference(to_cupy_float64(out), ref, inputs["masked_m"])
+
+
+def test_a_wrapped_stream_stays_its_owners():
+    """frameworks.cupy_stream lends CuPy a torch stream; dropping the wrapper must not
+    destroy it (a CuPy Stream destroys the streams it owns)."""
+    import gc
+
+    import cupy as cp
+    import torch
+
+    owner = torch.cuda.Stream()
+    with frameworks.cupy_stream(owner.cuda_stream, torch.cuda.current_device()):
+        assert cp.cuda.get_current_stream().ptr == owner.cuda_stream
+        doubled = cp.arange(1024, dtype=cp.float32) * 2
+    del doubled
+    gc.collect()
+    with torch.cuda.stream(owner):
+        total = (torch.ones(1024, device="cuda") * 2).sum()
+    owner.synchronize()
+    assert total.item() == 2048.0
 
 
 @pytest.mark.parametrize("framework", ["cupy", "torch"])

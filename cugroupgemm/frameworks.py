@@ -60,8 +60,9 @@ class _StreamHandle:
 
 def cupy_stream(handle: int, device_id: int = -1):
     """A CuPy stream object on the raw ``handle``, which stays its owner's (nothing here
-    destroys it). CuPy 14 deprecates ExternalStream for Stream.from_external; a CuPy 14
-    without the latter still gets the former. ``device_id``: -1 when not known."""
+    destroys it); use it inside ``cupy.cuda.Device`` of the stream's device. CuPy 14
+    deprecates ExternalStream for Stream.from_external, which takes no device; a CuPy
+    without from_external gets ExternalStream with ``device_id`` (-1: not known)."""
     import cupy
 
     from_external = getattr(cupy.cuda.Stream, "from_external", None)

@@ -3,7 +3,8 @@
 # scripts/sanitize_cases.py: every kernel that runs on this GPU (GEMM families, the
 # portable kernel's sm_80 path, the quantizers) on a small and a tail-heavy problem.
 #   bash scripts/sanitize.sh [LOG_DIR]      (default ./sanitize-logs; needs a GPU)
-# SANITIZE_TOOLS picks tools (default all four; initcheck alone can take over 400 s).
+# SANITIZE_TOOLS picks tools (default all four); SANITIZE_TIMEOUT caps each run (400 s;
+# initcheck once took longer with a cold kernel cache, 28 cases in 2-4 s with a warm one).
 # Writes LOG_DIR/summary.txt (one verdict line per tool, also printed), cases.log (the
 # cases without a sanitizer), canary.log and one <tool>.log per tool. Exit status 0 only
 # when the cases are correct, the canary is caught and every tool is clean.

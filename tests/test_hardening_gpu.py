@@ -512,16 +512,20 @@ def test_a_wrapped_stream_stays_its_owners():
     """frameworks.cupy_stream lends CuPy a torch stream; dropping the wrapper must not
     destroy it (a CuPy Stream destroys the streams it owns)."""
     import gc
+    import weakref
 
     import cupy as cp
     import torch
 
     owner = torch.cuda.Stream()
-    with frameworks.cupy_stream(owner.cuda_stream, torch.cuda.current_device()):
+    wrapper = frameworks.cupy_stream(owner.cuda_stream, torch.cuda.current_device())
+    with wrapper:
         assert cp.cuda.get_current_stream().ptr == owner.cuda_stream
         doubled = cp.arange(1024, dtype=cp.float32) * 2
-    del doubled
+    collected = weakref.ref(wrapper)
+    del doubled, wrapper
     gc.collect()
+    assert collected() is None, "the wrapper is still alive: its end was not tested"
     with torch.cuda.stream(owner):
         total = (torch.ones(1024, device="cuda") * 2).sum()
     owner.synchronize()

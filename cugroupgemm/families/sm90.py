@@ -1,7 +1,8 @@
 """Host half of kernels_cu/sm90_fp8_masked_gemm.cu: TMA + wgmma on Hopper (sm_90a).
 
 A persistent kernel: at most one CTA per SM walks the masked tile list (group, n tile,
-m tile; m tiles past clamp(masked_m[g], 0, m) skipped) with a stride of the grid size.
+m tile; m tiles past clamp(masked_m[g], 0, m) skipped) with a stride of the grid size
+(of the number of clusters, for CTAs paired in clusters).
 Each CTA has one producer warpgroup (TMA for the operands, cp.async for the scales) and
 one or two independent pipelines, each with its own tiles, ring of stages and
 BLOCK_M / 64 consumer warpgroups; stages of (BLOCK_M + BLOCK_N) x 128 bytes plus their
@@ -57,7 +58,7 @@ class Sm90Config:
     promote_k: int = DEFAULT_PROMOTE_K
     pipes: int = 1  # independent pipelines per CTA, each with its own tiles and ring
     # CTAs per cluster sharing each tile's b through TMA multicast (kernel: masked_gemm);
-    # a tile is then cluster x block_m rows. Correct on the H200, 2-16 % slower than
+    # a tile is then cluster x block_m rows. Correct on the H200, 0.5-36 % slower than
     # the default on the benchmark's shapes (docs/performance.md, log item 26).
     cluster: int = 1
     # The two pipelines' warpgroups take turns issuing wgmma (ping-pong): needs two
@@ -136,7 +137,7 @@ PIPES = 2
 # (expected_m in WIDE_ROWS, masked_m mostly 45-125): there one 128 x 128 tile (two
 # warpgroups taking turns, one pipeline) streams each group's b through one SM per n
 # tile instead of two. Measured (docs/performance.md, log item 27): 1-19 % faster at
-# expected_m 64-96; 3-5 % slower at 40-56, even at 112, 11-16 % slower at 128.
+# expected_m 64-96; 2-5 % slower at 40-56, even at 112, 11-16 % slower at 128.
 WIDE_TILE = (128, 128)
 WIDE_ROWS = range(64, 97)
 
@@ -233,7 +234,7 @@ def extra_arguments(plan: LaunchPlan, views: dict[str, TensorView]) -> tuple:
 def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
     """The tiles the heuristics pick (TILE, then WIDE_TILE), planned for ``info``, bf16
     out."""
-    return [choose_config(Problem(1, 1, BLOCK_K, BLOCK_K, expected_m, OutKind.BF16), info)
+    return [choose_config(Problem(1, 4096, BLOCK_K, BLOCK_K, expected_m, OutKind.BF16), info)
             for expected_m in (1, WIDE_ROWS.start)]
 
 

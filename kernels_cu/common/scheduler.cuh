@@ -3,11 +3,12 @@
 // they agree on the sequence of tiles without talking to each other.
 //
 // Tiles are numbered in the order (group, n tile, m tile), m fastest, counting only the
-// m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to CTA t % gridDim.x
-// (with clusters: to cluster t % clusters), and with P independent pipelines per CTA to
-// its pipeline (t / gridDim.x) % P: each round of gridDim.x tiles fills one pipeline of
-// every CTA, so a last partial round spreads over as many SMs as it has tiles (a
-// pipeline alone on its SM runs faster).
+// m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to unit t % units,
+// a unit being a CTA (units = gridDim.x) or, with clusters, a cluster (units = the
+// number of clusters), and with P independent pipelines per CTA to its pipeline
+// (t / units) % P: each round of `units` tiles fills one pipeline of every unit, so a
+// last partial round spreads over as many SMs as it has tiles (a pipeline alone on its
+// SM runs faster).
 // NOTE: m fastest so the m tiles of one (group, n tile) run at the same time on
 // neighbouring CTAs and read that b tile from DRAM once (the others hit L2). With n
 // fastest, a decode group of 65..128 rows streamed its b twice (measured on the H100,

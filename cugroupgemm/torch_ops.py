@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from . import api, env, intake, validate, warm_calls
+from . import api, env, frameworks, intake, validate, warm_calls
 from .dlpack import TensorView
 from .dtypes import out_kind_from_user
 
@@ -62,7 +62,7 @@ def masked_gemm_out(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor,
     problem = api.check_problem(views, expected_m, validate.SUPPORTED_GRANULARITY)
     device_id = views["a"].device_id
     launched = api.launch_gemm(views, problem, device_id,
-                               torch.cuda.current_stream(device_id).cuda_stream)
+                               frameworks.current_stream("torch", device_id))
     warm_calls.remember(key, launched, problem, False)
 
 

@@ -156,6 +156,20 @@ def runnable_families(info) -> list[str]:
 
 
 @contextlib.contextmanager
+def sm90_config(config):
+    """Make the sm90 family plan every call with ``config`` (an Sm90Config; the out kind
+    stays the call's) for the duration: GPU tests, tuning and sanitizer cases."""
+    from .families import sm90
+
+    saved = sm90.FAMILY
+    sm90.FAMILY = dataclasses.replace(saved, plan=functools.partial(sm90.plan, config=config))
+    try:
+        yield
+    finally:
+        sm90.FAMILY = saved
+
+
+@contextlib.contextmanager
 def kernel_family(name: str):
     """Force a kernel family (CUGROUPGEMM_KERNEL) for the duration; ``F16_PATH`` forces the
     portable kernel's integer e4m3 -> f16 conversion (what sm_80 runs) on this GPU."""

@@ -44,28 +44,23 @@ def out_variants():
 
 def run_gemm_case(family, inputs, expected_m, out_dtype, row_pad, forced_config=None):
     import contextlib
-    import dataclasses
-    import functools
-    from unittest import mock
 
     import cupy as cp
 
     from cugroupgemm import batch_deepgemm_fp8_nt_groupwise as gemm
-    from cugroupgemm.families import sm90
     from cugroupgemm.testing import (
         PoisonedOutput,
         assert_close_to_reference,
         assert_only_valid_rows_written,
         kernel_family,
         reference_gpu,
+        sm90_config,
         to_cupy_float64,
     )
 
     groups, m, _ = inputs["a"].shape
     poisoned = PoisonedOutput((groups, m, inputs["b"].shape[1]), out_dtype, row_pad=row_pad)
-    forcing = (mock.patch.object(sm90, "FAMILY", dataclasses.replace(
-        sm90.FAMILY, plan=functools.partial(sm90.plan, config=forced_config)))
-               if forced_config else contextlib.nullcontext())
+    forcing = sm90_config(forced_config) if forced_config else contextlib.nullcontext()
     with kernel_family(family), forcing:
         gemm(**inputs, expected_m=expected_m, out=poisoned.out)
     cp.cuda.runtime.deviceSynchronize()

@@ -13,15 +13,13 @@ line per (shape, config); the fastest is marked *, the heuristic's choice "defau
 
 import argparse
 import contextlib
-import dataclasses
-import functools
-from unittest import mock
 
-from cugroupgemm import bench, bench_shapes, dispatch
+from cugroupgemm import bench, bench_shapes
 from cugroupgemm.bench_timing import time_calls
 from cugroupgemm.device import device_info
 from cugroupgemm.dtypes import OutKind
 from cugroupgemm.families import sm90
+from cugroupgemm.testing import kernel_family, sm90_config
 
 CANDIDATES = [  # block_m, block_n, promote_k, pipes[, CTAs per cluster sharing b[, turns]]
     (64, 128, 64, 1), (64, 128, 64, 2), (128, 128, 64, 1), (128, 128, 128, 1),
@@ -32,8 +30,8 @@ CANDIDATES = [  # block_m, block_n, promote_k, pipes[, CTAs per cluster sharing 
 
 @contextlib.contextmanager
 def forced(config):
-    family = dataclasses.replace(sm90.FAMILY, plan=functools.partial(sm90.plan, config=config))
-    with mock.patch.object(dispatch, "choose_family", lambda *args, **kwargs: family):
+    """The sm90 family with ``config``, chosen whatever the dispatcher would pick."""
+    with kernel_family("sm90"), sm90_config(config):
         yield
 
 

@@ -1,5 +1,6 @@
 """scripts/tune_sm90.py without a GPU: a candidate tuple that leaves out the trailing
-fields gets their defaults, so a shorter tuple never turns on a knob by shifting."""
+fields gets their defaults, so a shorter tuple never turns on a knob by shifting; a forced
+config is what the dispatcher plans, and only while forced."""
 
 import importlib.util
 from pathlib import Path
@@ -34,3 +35,19 @@ def test_a_candidate_names_its_config(tune, candidate, cluster, turns):
 def test_every_candidate_is_a_valid_config(tune):
     for candidate in tune.CANDIDATES:
         tune.config_of(candidate, sm90.REFERENCE_DEVICE)
+
+
+def test_a_forced_config_is_what_the_dispatcher_plans_and_is_undone(tune):
+    from cugroupgemm import dispatch
+    from cugroupgemm.dtypes import OutKind
+    from cugroupgemm.problem import Problem
+
+    problem = Problem(4, 1024, 4096, 7168, 256, OutKind.F16)
+    config = tune.config_of((128, 128, 128, 1), sm90.REFERENCE_DEVICE)
+    default = dispatch.families()["sm90"].plan(problem, sm90.REFERENCE_DEVICE).config
+    with tune.forced(config):
+        family = dispatch.choose_family(sm90.REFERENCE_DEVICE)
+        assert family.name == "sm90"
+        assert family.plan(problem, sm90.REFERENCE_DEVICE).config == config
+    assert dispatch.families()["sm90"].plan(problem, sm90.REFERENCE_DEVICE).config == default
+    assert default != config

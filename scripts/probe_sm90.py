@@ -3,7 +3,7 @@
 kernels_cu/ (the repository's sources are never touched); edits join with '+'.
 
     python scripts/probe_sm90.py VARIANTS [--configs 64x128x64x2,...] [--shapes 0,10,14]
-                                          [--expected-m 48,96]
+                                          [--expected-m 48,96] [--trees DIR,DIR]
 
 VARIANTS, comma-separated: base (no edit) and
   loads_only      consumers hand each stage back unread (the load path alone)
@@ -13,6 +13,10 @@ VARIANTS, comma-separated: base (no edit) and
   promote_once    the fp32 promotion only in a tile's last k block
   no_wgmma        no wgmma (the promotion and barriers alone)
   no_barriers     no producer; consumers neither wait nor hand back
+  unhooked        the promotion adds the accumulators to themselves instead of the
+                  wgmma results, and the wgmma wait moves after it: the same work, free
+                  to run under the warpgroup's own wgmma (does the dependency hold the
+                  overlap back, or the SM's issue slots and registers?)
   tile_pairs      the scheduler before log item 21: tile t on pipeline t % 2 of CTA
                   (t / 2) % grid (an A/B of item 21's rounds; not with turns, whose last
                   hand-overs assume rounds: it could hang)
@@ -20,7 +24,10 @@ e.g. "base,loads_only,consumers_only,consumers_only+promote_once". Shapes are in
 bench_shapes.HOPPER (default: prefill G1, decode em64, em256 at n 4096); configs are
 block_m x block_n x promote_k x pipes [x cluster] (default: 64x128x64x2). Every edit checks
 that the text it replaces is there, so a kernel change that moves it fails loudly rather
-than timing the unedited kernel. The kernels' results are not checked: timing only.
+than timing the unedited kernel. --trees times each variant on each of several
+kernels_cu/ copies in the same run (say, another branch's, exported with
+`git archive BRANCH kernels_cu | tar x -C DIR`): an A/B of two kernels on one machine.
+The kernels' results are not checked: timing only.
 """
 
 import argparse
@@ -66,6 +73,21 @@ EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replaceme
         (_plain("if (pipe >= PIPES || (warp % 2 == 0 && lane != 0)) return;"), "return;"),
         (_plain("sm90::mbar_wait(&full[stage], phase);"), ""),
         (_plain("release(stage);"), "")],
+    "unhooked": [
+        (_plain("sm90::wgmma_wait<0>();\n#pragma unroll\n      for (int h = 0; h < SLICES; ++h) {\n"
+                "#pragma unroll\n        for (int i = 0; i < PART; ++i) sm90::fence_operand(part[h][i]);\n"
+                "      }\n      release(stage);  // the stage is read"), ""),
+        (_plain("float block = part[0][i];"), "float block = acc[i ^ 1];"),
+        (_plain("block += part[h][i];\n        acc[i] += block * ((i & 2) ? scale1 : scale0);\n      }"),
+         "block += acc[i ^ 2];\n        acc[i] += block * ((i & 2) ? scale1 : scale0);\n      }\n"
+         "      sm90::wgmma_wait<0>();\n"
+         "      for (int h = 0; h < SLICES; ++h)\n"
+         "        for (int i = 0; i < PART; ++i) sm90::fence_operand(part[h][i]);\n"
+         "      release(stage);"),
+        # The wgmma results still reach the output (once per tile), or ptxas drops them.
+        (_plain("// Epilogue straight from registers"),
+         "for (int i = 0; i < PART; ++i) acc[i] += part[0][i] + part[SLICES - 1][i];\n"
+         "    // Epilogue straight from registers")],
     "tile_pairs": [(SCHEDULER, _plain("next(unit + static_cast<i64>(pipe) * units),"),
                     "next(static_cast<i64>(unit) * pipes + pipe),")],
 }
@@ -120,11 +142,15 @@ def main():
     parser.add_argument("--shapes", default="0,10,14")
     parser.add_argument("--expected-m", help="comma-separated: each shape with each of these "
                         "expected_m instead of its own (decode sizes between the table's)")
+    parser.add_argument("--trees", help="comma-separated kernels_cu/ directories to time "
+                        "(default: the repository's)")
     args = parser.parse_args()
     variants = args.variants.split(",")
-    originals = kernel_sources(ROOT / "kernels_cu")
-    for variant in variants:
-        edited(originals, variant)  # every variant applies before any GPU time is spent
+    trees = [Path(t) for t in args.trees.split(",")] if args.trees else [ROOT / "kernels_cu"]
+    originals = {tree: kernel_sources(tree) for tree in trees}
+    for tree in trees:
+        for variant in variants:
+            edited(originals[tree], variant)  # every edit applies before any GPU time is spent
     info = device_info(cp.cuda.Device().id)
     configs = [tuple(map(int, c.split("x"))) for c in args.configs.split(",")]
     shapes = [bench_shapes.HOPPER[int(i)] for i in args.shapes.split(",")]
@@ -132,17 +158,18 @@ def main():
         shapes = [dataclasses.replace(shape, expected_m=em) for shape in shapes
                   for em in bench_shapes.int_list(args.expected_m)]
     cases = [bench.make_case(shape) for shape in shapes]
-    for variant in variants:
+    for tree, variant in ((tree, variant) for variant in variants for tree in trees):
         directory = Path(tempfile.mkdtemp()) / "kernels_cu"
-        shutil.copytree(ROOT / "kernels_cu", directory)
-        for file, text in edited(originals, variant).items():
+        shutil.copytree(tree, directory)
+        for file, text in edited(originals[tree], variant).items():
             (directory / file).write_text(text)
         use_sources(directory)
+        name = f"{tree.parent.name}:{variant}" if len(trees) > 1 else variant
         for shape, case in zip(shapes, cases):
             work = bench_shapes.work(shape, case.masked_m, 2)
             for config in configs:
                 us = tune_sm90.time_config(case, config, info)
-                print(f"{variant:28s} {shape.label:8s} G{shape.groups:<3d} "
+                print(f"{name:28s} {shape.label:8s} G{shape.groups:<3d} "
                       f"em{shape.expected_m:<5d} n{shape.n:<5d} k{shape.k:<5d} "
                       f"{'x'.join(map(str, config)):14s} {us:8.1f} us "
                       f"{work.flops / us / 1e6:7.1f} TF {work.bytes / us / 1e3:6.0f} GB/s",

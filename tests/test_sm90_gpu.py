@@ -1,8 +1,5 @@
 """The sm90 family forced on a Hopper GPU, against the float64 reference."""
 
-import dataclasses
-import functools
-
 import numpy as np
 import pytest
 from conftest import (
@@ -17,6 +14,7 @@ from cugroupgemm.bench_peers import torch_gemm_inputs
 from cugroupgemm.device import device_info
 from cugroupgemm.dtypes import OutKind
 from cugroupgemm.families import sm90
+from cugroupgemm.testing import sm90_config
 
 pytestmark = pytest.mark.gpu
 
@@ -30,15 +28,13 @@ def force_sm90(monkeypatch):
     monkeypatch.setenv("CUGROUPGEMM_KERNEL", "sm90")
 
 
-def force_config(monkeypatch, block_m, block_n, promote_k=sm90.DEFAULT_PROMOTE_K, pipes=1,
-                 cluster=1, turns=False):
-    """Make the sm90 family plan this tile shape (stages from the device, out kind from
-    the call)."""
+def force_config(block_m, block_n, promote_k=sm90.DEFAULT_PROMOTE_K, pipes=1, cluster=1,
+                 turns=False):
+    """A context in which the sm90 family plans this tile shape (stages from the device,
+    out kind from the call)."""
     stages = sm90.max_stages(block_m, block_n, device_info(0), pipes)
-    config = sm90.Sm90Config(block_m, block_n, stages, OutKind.BF16, promote_k, pipes, cluster,
-                             turns)
-    monkeypatch.setattr(sm90, "FAMILY", dataclasses.replace(
-        sm90.FAMILY, plan=functools.partial(sm90.plan, config=config)))
+    return sm90_config(sm90.Sm90Config(block_m, block_n, stages, OutKind.BF16, promote_k, pipes,
+                                       cluster, turns))
 
 
 def check_f32(inputs, expected_m):
@@ -71,14 +67,14 @@ def test_matches_the_reference(groups, m, n, k, masked, expected_m):
 
 @pytest.mark.parametrize("cluster, turns", [(2, False), (1, True), (2, True)])
 @pytest.mark.parametrize("groups, m, n, k, masked, expected_m", SHAPES)
-def test_pairs_and_turns_match_the_reference(monkeypatch, cluster, turns, groups, m, n, k,
-                                             masked, expected_m):
+def test_pairs_and_turns_match_the_reference(cluster, turns, groups, m, n, k, masked,
+                                             expected_m):
     """The default tile in clusters of two (b multicast) and with its pipelines taking
     turns, on the same grid: rings that wrap, more tiles than SMs, groups whose rows fill
     only one CTA of a pair, CTAs whose first pipeline has one tile more (or the only one)."""
-    force_config(monkeypatch, 64, 128, pipes=2, cluster=cluster, turns=turns)
     inputs = make_gemm_inputs(groups, m, n, k, masked, seed=groups * 7 + m + n + 1)
-    check_f32(inputs, expected_m)
+    with force_config(64, 128, pipes=2, cluster=cluster, turns=turns):
+        check_f32(inputs, expected_m)
 
 
 TILE_CONFIGS = [  # block_m, block_n, promote_k, pipes, cluster
@@ -97,30 +93,28 @@ TILE_CONFIGS = [  # block_m, block_n, promote_k, pipes, cluster
     (6, 129, 1152, 256, [129, 128, 127, 63, 1, 65]),
     (3, 300, 208, 384, [300, 257, 191]),  # rows at the 192-row tile edges
 ])
-def test_every_tile_shape(monkeypatch, block_m, block_n, promote_k, pipes, cluster, groups, m,
-                          n, k, masked):
-    force_config(monkeypatch, block_m, block_n, promote_k, pipes, cluster)
+def test_every_tile_shape(block_m, block_n, promote_k, pipes, cluster, groups, m, n, k,
+                          masked):
     inputs = make_gemm_inputs(groups, m, n, k, masked, seed=block_m + block_n + n)
-    check_f32(inputs, 64)
+    with force_config(block_m, block_n, promote_k, pipes, cluster):
+        check_f32(inputs, 64)
 
 
 @pytest.mark.parametrize("block_m, block_n, pipes, cluster", [
     (64, 128, 1, 1), (128, 128, 1, 1), (192, 64, 1, 1), (64, 128, 2, 1), (64, 128, 2, 2)])
 @pytest.mark.parametrize("dtype_name", ["bfloat16", "float16", "float32"])
-def test_out_dtypes_and_poisoned_rows_past_the_mask_stay_untouched(monkeypatch, dtype_name,
-                                                                    block_m, block_n, pipes,
-                                                                    cluster):
+def test_out_dtypes_and_poisoned_rows_past_the_mask_stay_untouched(dtype_name, block_m,
+                                                                    block_n, pipes, cluster):
     import torch
 
-    force_config(monkeypatch, block_m, block_n, pipes=pipes, cluster=cluster)  # out kind:
-    # out's dtype
     dtype = getattr(torch, dtype_name)
     masked = [0, 1, 63, 64, 65, 127, 128, 130]
     inputs = make_gemm_inputs(8, 130, 272, 384, masked, seed=3)
     out = torch.empty((8, 130, 272), dtype=dtype, device="cuda")
     bits = out.view(torch.int16 if out.element_size() == 2 else torch.int32)
     bits.fill_(POISON_BITS)
-    result = gemm(**torch_gemm_inputs(inputs), expected_m=70, out=out)
+    with force_config(block_m, block_n, pipes=pipes, cluster=cluster):  # out kind: out's
+        result = gemm(**torch_gemm_inputs(inputs), expected_m=70, out=out)  # dtype
     assert result is out
     torch.cuda.synchronize()
     assert_close_to_reference(to_cupy_float64(out), reference_gpu(**inputs), inputs["masked_m"])

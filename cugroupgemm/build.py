@@ -41,8 +41,11 @@ class KernelSpec:
     target: str  # exact target, e.g. "sm_90a"
 
     def options(self) -> list[str]:
-        return ["--std=c++17", f"-arch={self.target}", f"-I{KERNEL_DIR}", "-DNDEBUG",
-                "--ptxas-options=-v"]
+        # -default-device: the kernels hold no host code, and NVRTC 13.0 (unlike 13.5)
+        # takes a generic lambda's call operator for a host function. The include path
+        # comes last: the cache key leaves it out (cache_key).
+        return ["--std=c++17", f"-arch={self.target}", "-DNDEBUG", "-default-device",
+                "--ptxas-options=-v", f"-I{KERNEL_DIR}"]
 
 
 def plain_target(info) -> str:
@@ -78,7 +81,7 @@ def source_fingerprint() -> str:
 def cache_key(spec: KernelSpec) -> str:
     from . import __version__
 
-    fields = {"spec": asdict(spec), "options": spec.options()[:-1] + ["-I<kernels_cu>"],
+    fields = {"spec": asdict(spec), "options": spec.options()[:-1],
               "nvrtc": nvrtc.version(), "sources": source_fingerprint(), "version": __version__}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -53,6 +53,12 @@ struct Layout {
   static_assert(A_TILE % SMEM_ALIGN == 0 && B_TILE % SMEM_ALIGN == 0, "tiles keep alignment");
 };
 
+// A column count as a type: the argument that picks multiply_tile's instance.
+template <int N>
+struct Width {
+  static constexpr int VALUE = N;
+};
+
 template <int OUT_KIND>
 __device__ __forceinline__ void store_pair(void* out, i64 offset, float x, float y) {
   if constexpr (OUT_KIND == OUT_F32) {
@@ -70,7 +76,7 @@ __device__ __forceinline__ void store_pair(void* out, i64 offset, float x, float
 // L2 once per CLUSTER x BLOCK_M rows. A stage is then refilled only once the consumers of
 // every CTA of the cluster released it.
 template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
-          int OUT_KIND, int PIPES, bool TURNS, int CLUSTER>
+          int OUT_KIND, int PIPES, bool TURNS, bool SPLIT_TAIL, int CLUSTER>
 __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const TmaMap& tma_a,
                                             const TmaMap& tma_b) {
   using L = Layout<BLOCK_M, BLOCK_N, STAGES * PIPES>;
@@ -83,7 +89,9 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
   static_assert(PROMOTE_K == 64 || PROMOTE_K == 128, "PROMOTE_K: 64 or 128");
   static_assert(CLUSTER == 1 || CLUSTER == 2, "CLUSTER: one CTA or a pair");
   static_assert(L::B_TILE / CLUSTER % SMEM_ALIGN == 0, "each CTA's share of b keeps alignment");
-  constexpr int PART = BLOCK_N / 2;  // fp32 registers per thread of one wgmma result
+  static_assert(!SPLIT_TAIL || (BLOCK_N == 128 && CLUSTER == 1 && !TURNS),
+                "SPLIT_TAIL: half tiles of 64 columns, without clusters or turns (whose "
+                "last hand-overs count whole rounds)");
   constexpr int SLICES = BLOCK_K / PROMOTE_K;
   constexpr int STEPS_PER_SLICE = PROMOTE_K / K_STEP;
   // Registers after setmaxnreg (multiples of 8). setmaxnreg.inc only takes registers the
@@ -122,7 +130,7 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
   }
   // The tile sequence is the cluster's; this CTA's rows start rank * BLOCK_M into a tile.
   const u32 rank = CLUSTER > 1 ? sm90::cluster_ctarank() : 0;
-  using Scheduler = MaskedTileScheduler<BLOCK_M * CLUSTER, BLOCK_N>;
+  using Scheduler = MaskedTileScheduler<BLOCK_M * CLUSTER, BLOCK_N, SPLIT_TAIL>;
   auto scheduler_of = [&](int pipe) {
     if constexpr (CLUSTER > 1) {
       return Scheduler(p.masked_m, p.num_groups, p.m, p.n, pipe, PIPES, sm90::cluster_id_x(),
@@ -132,7 +140,6 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
     }
   };
 
-  const int k_blocks = p.k / BLOCK_K;
   // Broadcast from lane 0 so the compiler sees a warp-uniform value: branches on it are
   // not divergent, and wgmma inside them is not serialised (ptxas warning C7518).
   const int warp = __shfl_sync(0xffffffff, static_cast<int>(threadIdx.x / 32), 0);
@@ -145,6 +152,9 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
     // Warps 2q and 2q + 1 feed pipeline q: its ring is stages q * STAGES onwards.
     const int pipe = warp / 2;
     if (pipe >= PIPES || (warp % 2 == 0 && lane != 0)) return;
+    // Each role divides k itself: held across the role split, the quotient spilled in the
+    // producer's 56 registers.
+    const int k_blocks = p.k / BLOCK_K;
     Scheduler scheduler = scheduler_of(pipe);
     MaskedTile tile;
     int stage = pipe * STAGES;
@@ -206,6 +216,7 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
   if constexpr (NUM_CONSUMER_WG > 1) sm90::regs_alloc<CONSUMER_REGS>();
   const int pipe = (warpgroup - 1) / PIPE_WG;
   const int consumer = (warpgroup - 1) % PIPE_WG;  // within the pipeline
+  const int k_blocks = p.k / BLOCK_K;
   const int t = threadIdx.x % 128;
   // wgmma accumulator layout: register 4j+{0,1} is (row, 8j + col2 + {0,1}),
   // register 4j+{2,3} is (row + 8, same columns).
@@ -214,10 +225,6 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
   const u32 a_base = sm90::smem_u32(smem + L::A_OFFSET) + consumer * WG_ROWS * BLOCK_K;
   const u32 b_base = sm90::smem_u32(smem + L::B_OFFSET);
 
-  float acc[PART];
-  // One result per slice: the slices of a k block run back to back on the tensor core,
-  // with one wait per k block (a shared buffer would drain the pipe once per slice).
-  float part[SLICES][PART];
   Scheduler scheduler = scheduler_of(pipe);
   MaskedTile tile;
   int stage = pipe * STAGES;  // ring position of the k block in flight
@@ -264,75 +271,97 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
       continue;
     }
 
+    // One tile's k blocks and epilogue, tile_n columns from column n0 + col_offset: all of
+    // the tile's BLOCK_N, or one half of it (SPLIT_TAIL's last round; the stages hold
+    // the whole tile's b rows, of which the half's start col_offset rows in).
+    auto multiply_tile = [&](auto tile_n) {
+      constexpr int PART = decltype(tile_n)::VALUE / 2;  // fp32 registers per wgmma result
+      const int col_offset = 2 * PART < BLOCK_N && tile.half == 2 ? BLOCK_N / 2 : 0;
+      const u32 b_half = b_base + col_offset * BLOCK_K;
+      float acc[PART];
+      // One result per slice: the slices of a k block run back to back on the tensor
+      // core, with one wait per k block (a shared buffer would drain the pipe once per
+      // slice).
+      float part[SLICES][PART];
 #pragma unroll
-    for (int i = 0; i < PART; ++i) acc[i] = 0.0f;
+      for (int i = 0; i < PART; ++i) acc[i] = 0.0f;
 
-    // The wgmma of one slice (of the k block in ring stage s) into d, the first
-    // instruction overwriting d; one commit group.
-    auto issue = [&](float(&d)[PART], int s, int slice) {
-      const u32 desc_a = sm90::smem_desc_lo(a_base + s * L::A_TILE);
-      const u32 desc_b = sm90::smem_desc_lo(b_base + s * L::B_TILE);
+      // The wgmma of one slice (of the k block in ring stage s) into d, the first
+      // instruction overwriting d; one commit group.
+      auto issue = [&](float(&d)[PART], int s, int slice) {
+        const u32 desc_a = sm90::smem_desc_lo(a_base + s * L::A_TILE);
+        const u32 desc_b = sm90::smem_desc_lo(b_half + s * L::B_TILE);
 #pragma unroll
-      for (int i = 0; i < PART; ++i) sm90::fence_operand(d[i]);
-      sm90::wgmma_fence();
+        for (int i = 0; i < PART; ++i) sm90::fence_operand(d[i]);
+        sm90::wgmma_fence();
 #pragma unroll
-      for (int ks = 0; ks < STEPS_PER_SLICE; ++ks) {
-        // +32 bytes of k per step inside the swizzle atom: +2 in the address field.
-        const int k32 = slice * STEPS_PER_SLICE + ks;
-        sm90::wgmma_m64k32_e4m3<BLOCK_N>(d, desc_a + 2 * k32, desc_b + 2 * k32, ks > 0);
+        for (int ks = 0; ks < STEPS_PER_SLICE; ++ks) {
+          // +32 bytes of k per step inside the swizzle atom: +2 in the address field.
+          const int k32 = slice * STEPS_PER_SLICE + ks;
+          sm90::wgmma_m64k32_e4m3<2 * PART>(d, desc_a + 2 * k32, desc_b + 2 * k32, ks > 0);
+        }
+        sm90::wgmma_commit();
+      };
+
+      for (int kb = 0; kb < k_blocks; ++kb) {
+        sm90::mbar_wait(&full[stage], phase);
+        wait_turn();
+#pragma unroll
+        for (int h = 0; h < SLICES; ++h) issue(part[h], stage, h);
+        pass_turn();
+        // The scales (rows row_in_tile and + 8) are read while the tensor core runs,
+        // before the stage is handed back.
+        const float* slot = scales + stage * SLOT_FLOATS;
+        const float scale0 = slot[row_in_tile] * slot[BLOCK_M];
+        const float scale1 = slot[row_in_tile + 8] * slot[BLOCK_M];
+        sm90::wgmma_wait<0>();
+#pragma unroll
+        for (int h = 0; h < SLICES; ++h) {
+#pragma unroll
+          for (int i = 0; i < PART; ++i) sm90::fence_operand(part[h][i]);
+        }
+        release(stage);  // the stage is read
+        // The slices are summed in fp32, then scaled once: the same products as a
+        // whole-block partial, so an infinite scale still gives +-Inf rather than
+        // Inf - Inf from two slices of opposite sign.
+#pragma unroll
+        for (int i = 0; i < PART; ++i) {
+          float block = part[0][i];
+#pragma unroll
+          for (int h = 1; h < SLICES; ++h) block += part[h][i];
+          acc[i] += block * ((i & 2) ? scale1 : scale0);
+        }
+        if (++stage == (pipe + 1) * STAGES) {
+          stage = pipe * STAGES;
+          phase ^= 1;
+        }
       }
-      sm90::wgmma_commit();
+
+      // Epilogue straight from registers: rows below rows_valid, columns below n.
+      const int r0 = m0 + row_in_tile;
+      const i64 row_offset0 = tile.group * p.out_stride_g + static_cast<i64>(r0) * p.out_stride_m;
+      const i64 row_offset1 = row_offset0 + 8 * p.out_stride_m;
+      const bool valid0 = r0 < tile.rows_valid;
+      const bool valid1 = r0 + 8 < tile.rows_valid;
+#pragma unroll
+      for (int j = 0; j < PART / 4; ++j) {
+        const int col = tile.n0 + col_offset + 8 * j + col2;
+        if (col < p.n) {
+          const float* v = &acc[4 * j];
+          if (valid0) store_pair<OUT_KIND>(p.out, row_offset0 + col, v[0], v[1]);
+          if (valid1) store_pair<OUT_KIND>(p.out, row_offset1 + col, v[2], v[3]);
+        }
+      }
     };
-
-    for (int kb = 0; kb < k_blocks; ++kb) {
-      sm90::mbar_wait(&full[stage], phase);
-      wait_turn();
-#pragma unroll
-      for (int h = 0; h < SLICES; ++h) issue(part[h], stage, h);
-      pass_turn();
-      // The scales (rows row_in_tile and + 8) are read while the tensor core runs,
-      // before the stage is handed back.
-      const float* slot = scales + stage * SLOT_FLOATS;
-      const float scale0 = slot[row_in_tile] * slot[BLOCK_M];
-      const float scale1 = slot[row_in_tile + 8] * slot[BLOCK_M];
-      sm90::wgmma_wait<0>();
-#pragma unroll
-      for (int h = 0; h < SLICES; ++h) {
-#pragma unroll
-        for (int i = 0; i < PART; ++i) sm90::fence_operand(part[h][i]);
-      }
-      release(stage);  // the stage is read
-      // The slices are summed in fp32, then scaled once: the same products as a
-      // whole-block partial, so an infinite scale still gives +-Inf rather than
-      // Inf - Inf from two slices of opposite sign.
-#pragma unroll
-      for (int i = 0; i < PART; ++i) {
-        float block = part[0][i];
-#pragma unroll
-        for (int h = 1; h < SLICES; ++h) block += part[h][i];
-        acc[i] += block * ((i & 2) ? scale1 : scale0);
-      }
-      if (++stage == (pipe + 1) * STAGES) {
-        stage = pipe * STAGES;
-        phase ^= 1;
+    if constexpr (SPLIT_TAIL) {
+      // Broadcast from lane 0, as `warp` is: wgmma under a branch ptxas cannot prove
+      // warp-uniform is serialised (C7518).
+      if (__shfl_sync(0xffffffff, tile.half, 0) != 0) {
+        multiply_tile(Width<BLOCK_N / 2>{});
+        continue;
       }
     }
-
-    // Epilogue straight from registers: rows below rows_valid, columns below n.
-    const int r0 = m0 + row_in_tile;
-    const i64 row_offset0 = tile.group * p.out_stride_g + static_cast<i64>(r0) * p.out_stride_m;
-    const i64 row_offset1 = row_offset0 + 8 * p.out_stride_m;
-    const bool valid0 = r0 < tile.rows_valid;
-    const bool valid1 = r0 + 8 < tile.rows_valid;
-#pragma unroll
-    for (int j = 0; j < PART / 4; ++j) {
-      const int col = tile.n0 + 8 * j + col2;
-      if (col < p.n) {
-        const float* v = &acc[4 * j];
-        if (valid0) store_pair<OUT_KIND>(p.out, row_offset0 + col, v[0], v[1]);
-        if (valid1) store_pair<OUT_KIND>(p.out, row_offset1 + col, v[2], v[3]);
-      }
-    }
+    multiply_tile(Width<BLOCK_N>{});
   }
   if constexpr (TURNS) {
     // Pipeline 0 runs one tile more than pipeline 1 when the last round has only its
@@ -350,12 +379,12 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
 }  // namespace sm90_gemm
 
 template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
-          int OUT_KIND, int PIPES, bool TURNS = false>
+          int OUT_KIND, int PIPES, bool TURNS = false, bool SPLIT_TAIL = false>
 __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
     sm90_fp8_masked_gemm(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
                          const __grid_constant__ TmaMap tma_b) {
   sm90_gemm::masked_gemm<BLOCK_M, BLOCK_N, STAGES, NUM_CONSUMER_WG, PROMOTE_K, OUT_KIND, PIPES,
-                         TURNS, 1>(p, tma_a, tma_b);
+                         TURNS, SPLIT_TAIL, 1>(p, tma_a, tma_b);
 }
 
 // Clusters of two CTAs sharing each tile's b (masked_gemm); tma_b's box is half the tile.
@@ -365,6 +394,6 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__((NUM_CONSUMER_WG + 1
     sm90_fp8_masked_gemm_pair(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
                               const __grid_constant__ TmaMap tma_b) {
   sm90_gemm::masked_gemm<BLOCK_M, BLOCK_N, STAGES, NUM_CONSUMER_WG, PROMOTE_K, OUT_KIND, PIPES,
-                         TURNS, 2>(p, tma_a, tma_b);
+                         TURNS, false, 2>(p, tma_a, tma_b);
   sm90::cluster_sync();  // no CTA leaves while its peer may still signal its barriers
 }

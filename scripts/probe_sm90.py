@@ -54,7 +54,9 @@ _A_LOAD = (r"sm90::mbar_arrive_expect_tx\(&full\[stage\], L::STAGE_BYTES\);\s*"
 
 
 def _plain(text):
-    return re.escape(text)
+    """``text`` as a pattern whose whitespace matches any run of whitespace (so an edit
+    survives a change of indentation)."""
+    return r"\s+".join(re.escape(word) for word in text.split())
 
 
 SCHEDULER = "common/scheduler.cuh"

@@ -36,11 +36,14 @@ def forced(config):
 
 
 def config_of(candidate, info):
-    """(block_m, block_n, promote_k, pipes[, cluster[, turns]]) -> the config, stages from
-    ``info``."""
-    block_m, block_n, promote_k, pipes, cluster, turns = (*candidate, *(1, False)[len(candidate) - 4:])
-    return sm90.Sm90Config(block_m, block_n, sm90.max_stages(block_m, block_n, info, pipes),
-                           OutKind.F16, promote_k, pipes, cluster, turns)
+    """(block_m, block_n, promote_k, pipes[, cluster[, turns[, split_tail]]]) -> the
+    config, stages from ``info``."""
+    block_m, block_n, promote_k, pipes, *flags = candidate
+    options = dict(zip(("cluster", "turns", "split_tail"), flags))
+    options["turns"] = bool(options.get("turns"))
+    options["split_tail"] = bool(options.get("split_tail"))
+    return sm90.fitted_config(block_m, block_n, info, OutKind.F16, promote_k=promote_k,
+                              pipes=pipes, **options)
 
 
 def launch_once(shapes, info):

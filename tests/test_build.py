@@ -70,6 +70,16 @@ def test_key_covers_target_and_template_arguments(tiny_kernels):
     assert len(keys) == 3
 
 
+def test_key_does_not_depend_on_where_the_sources_live(tiny_kernels, tmp_path, monkeypatch):
+    before = build.cache_key(SPEC)
+    moved = tmp_path / "elsewhere" / "kernels_cu"
+    moved.parent.mkdir()
+    tiny_kernels.rename(moved)
+    monkeypatch.setattr(build, "KERNEL_DIR", moved)
+    build.source_fingerprint.cache_clear()
+    assert f"-I{moved}" in SPEC.options() and build.cache_key(SPEC) == before
+
+
 def test_corrupt_cache_entry_is_rebuilt(tiny_kernels, tmp_path, caplog):
     build.compile_kernel(SPEC)
     build._memory_cache.clear()

@@ -12,7 +12,6 @@ from conftest import (
 from cugroupgemm import batch_deepgemm_fp8_nt_groupwise as gemm
 from cugroupgemm.bench_peers import torch_gemm_inputs
 from cugroupgemm.device import device_info
-from cugroupgemm.dtypes import OutKind
 from cugroupgemm.families import sm90
 from cugroupgemm.testing import sm90_config
 
@@ -28,13 +27,11 @@ def force_sm90(monkeypatch):
     monkeypatch.setenv("CUGROUPGEMM_KERNEL", "sm90")
 
 
-def force_config(block_m, block_n, promote_k=sm90.DEFAULT_PROMOTE_K, pipes=1, cluster=1,
-                 turns=False):
-    """A context in which the sm90 family plans this tile shape (stages from the device,
-    out kind from the call)."""
-    stages = sm90.max_stages(block_m, block_n, device_info(0), pipes)
-    return sm90_config(sm90.Sm90Config(block_m, block_n, stages, OutKind.BF16, promote_k, pipes,
-                                       cluster, turns))
+def force_config(block_m, block_n, promote_k=sm90.DEFAULT_PROMOTE_K, **options):
+    """A context in which the sm90 family plans this tile shape (``options``: pipes,
+    cluster, turns, split_tail; stages from the device, out kind from the call)."""
+    return sm90_config(sm90.fitted_config(block_m, block_n, device_info(0),
+                                          promote_k=promote_k, **options))
 
 
 def check_f32(inputs, expected_m):
@@ -65,46 +62,55 @@ def test_matches_the_reference(groups, m, n, k, masked, expected_m):
     check_f32(inputs, expected_m)
 
 
-@pytest.mark.parametrize("cluster, turns", [(2, False), (1, True), (2, True)])
+@pytest.mark.parametrize("cluster, turns", [(1, False), (2, False), (1, True), (2, True)])
 @pytest.mark.parametrize("groups, m, n, k, masked, expected_m", SHAPES)
-def test_pairs_and_turns_match_the_reference(cluster, turns, groups, m, n, k, masked,
-                                             expected_m):
-    """The default tile in clusters of two (b multicast) and with its pipelines taking
-    turns, on the same grid: rings that wrap, more tiles than SMs, groups whose rows fill
-    only one CTA of a pair, CTAs whose first pipeline has one tile more (or the only one)."""
+def test_whole_rounds_pairs_and_turns_match_the_reference(cluster, turns, groups, m, n, k,
+                                                          masked, expected_m):
+    """The default tile without its split last round (test_matches_the_reference has it:
+    problems made only of half tiles, last rounds of 24 and 56 tiles split in two), in
+    clusters of two (b multicast) and with its pipelines taking turns, on the same grid:
+    rings that wrap, more tiles than SMs, groups whose rows fill only one CTA of a pair,
+    CTAs whose first pipeline has one tile more (or the only one)."""
     inputs = make_gemm_inputs(groups, m, n, k, masked, seed=groups * 7 + m + n + 1)
     with force_config(64, 128, pipes=2, cluster=cluster, turns=turns):
         check_f32(inputs, expected_m)
 
 
-TILE_CONFIGS = [  # block_m, block_n, promote_k, pipes, cluster
-    (64, 128, 64, 1, 1), (64, 128, 128, 1, 1), (128, 128, 64, 1, 1), (128, 128, 128, 1, 1),
-    (192, 64, 64, 1, 1), (192, 64, 128, 1, 1), (64, 128, 64, 2, 1), (64, 64, 128, 2, 1),
-    (64, 128, 128, 2, 1),
+TILE_CONFIGS = [  # block_m, block_n, promote_k, pipes, cluster, split_tail
+    (64, 128, 64, 1, 1, False), (64, 128, 128, 1, 1, False), (128, 128, 64, 1, 1, False),
+    (128, 128, 128, 1, 1, False), (192, 64, 64, 1, 1, False), (192, 64, 128, 1, 1, False),
+    (64, 128, 64, 2, 1, False), (64, 64, 128, 2, 1, False), (64, 128, 128, 2, 1, False),
     # Pairs of CTAs sharing b (multicast): correct on the H200, not faster (log item 26).
-    (64, 128, 64, 2, 2), (64, 128, 64, 1, 2), (64, 64, 128, 2, 2), (128, 128, 64, 1, 2),
+    (64, 128, 64, 2, 2, False), (64, 128, 64, 1, 2, False), (64, 64, 128, 2, 2, False),
+    (128, 128, 64, 1, 2, False),
+    # These small problems fit one round of half tiles: every tile is split.
+    (64, 128, 64, 2, 1, True), (128, 128, 64, 1, 1, True), (64, 128, 128, 1, 1, True),
 ]
 
 
-@pytest.mark.parametrize("block_m, block_n, promote_k, pipes, cluster", TILE_CONFIGS)
+@pytest.mark.parametrize("block_m, block_n, promote_k, pipes, cluster, split_tail",
+                         TILE_CONFIGS)
 @pytest.mark.parametrize("groups, m, n, k, masked", [
     (3, 200, 400, 1280, [200, 0, 65]),  # partial n tiles of 64 and 128, 10 k blocks
     (2, 130, 272, 640, [130, 64]),  # a tile mostly past n
     (6, 129, 1152, 256, [129, 128, 127, 63, 1, 65]),
     (3, 300, 208, 384, [300, 257, 191]),  # rows at the 192-row tile edges
 ])
-def test_every_tile_shape(block_m, block_n, promote_k, pipes, cluster, groups, m, n, k,
-                          masked):
+def test_every_tile_shape(block_m, block_n, promote_k, pipes, cluster, split_tail, groups, m,
+                          n, k, masked):
     inputs = make_gemm_inputs(groups, m, n, k, masked, seed=block_m + block_n + n)
-    with force_config(block_m, block_n, promote_k, pipes, cluster):
+    with force_config(block_m, block_n, promote_k, pipes=pipes, cluster=cluster,
+                      split_tail=split_tail):
         check_f32(inputs, 64)
 
 
-@pytest.mark.parametrize("block_m, block_n, pipes, cluster", [
-    (64, 128, 1, 1), (128, 128, 1, 1), (192, 64, 1, 1), (64, 128, 2, 1), (64, 128, 2, 2)])
+@pytest.mark.parametrize("block_m, block_n, pipes, cluster, split_tail", [
+    (64, 128, 1, 1, False), (128, 128, 1, 1, False), (192, 64, 1, 1, False),
+    (64, 128, 2, 1, False), (64, 128, 2, 2, False), (64, 128, 2, 1, True)])
 @pytest.mark.parametrize("dtype_name", ["bfloat16", "float16", "float32"])
 def test_out_dtypes_and_poisoned_rows_past_the_mask_stay_untouched(dtype_name, block_m,
-                                                                    block_n, pipes, cluster):
+                                                                    block_n, pipes, cluster,
+                                                                    split_tail):
     import torch
 
     dtype = getattr(torch, dtype_name)
@@ -113,7 +119,8 @@ def test_out_dtypes_and_poisoned_rows_past_the_mask_stay_untouched(dtype_name, b
     out = torch.empty((8, 130, 272), dtype=dtype, device="cuda")
     bits = out.view(torch.int16 if out.element_size() == 2 else torch.int32)
     bits.fill_(POISON_BITS)
-    with force_config(block_m, block_n, pipes=pipes, cluster=cluster):  # out kind: out's
+    with force_config(block_m, block_n, pipes=pipes, cluster=cluster,  # out kind: out's
+                      split_tail=split_tail):
         result = gemm(**torch_gemm_inputs(inputs), expected_m=70, out=out)  # dtype
     assert result is out
     torch.cuda.synchronize()

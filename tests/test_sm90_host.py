@@ -77,7 +77,7 @@ def test_the_layout_mirror_matches_the_kernel():
 
 
 def test_one_pipeline_configs_are_explicit():
-    config = sm90.Sm90Config(192, 64, sm90.max_stages(192, 64, H100), OutKind.BF16, 128)
+    config = sm90.fitted_config(192, 64, H100, promote_k=128)
     assert config.stages == (232448 - 1024) // (32768 + 16 + 784) == 6
     assert config.expression() == "sm90_fp8_masked_gemm<192, 64, 6, 3, 128, 0, 1>"
     plan = sm90.plan(problem(groups=4, expected_m=256), H100, config)
@@ -167,6 +167,21 @@ def test_expression_names_every_template_argument():
     assert turns.expression() == "sm90_fp8_masked_gemm_pair<64, 128, 4, 2, 64, 0, 2, true>"
     with pytest.raises(ValueError, match="unsupported sm90 config"):
         sm90.Sm90Config(128, 128, 4, OutKind.BF16, turns=True)  # one pipeline: no turns
+    split = dataclasses.replace(piped, split_tail=True)
+    assert split.expression() == "sm90_fp8_masked_gemm<64, 128, 4, 2, 64, 0, 2, false, true>"
+
+
+@pytest.mark.parametrize("options", [dict(block_n=64), dict(cluster=2), dict(turns=True)])
+def test_split_tails_need_128_columns_one_cta_and_no_turns(options):
+    with pytest.raises(ValueError, match="unsupported sm90 config"):
+        sm90.Sm90Config(**{**dict(block_m=64, block_n=128, stages=4, out_kind=OutKind.BF16,
+                                   pipes=2, split_tail=True), **options})
+
+
+def test_fitted_config_takes_the_stages_that_fit():
+    config = sm90.fitted_config(64, 128, H100, OutKind.F16, pipes=2, split_tail=True)
+    assert config == sm90.Sm90Config(64, 128, sm90.max_stages(64, 128, H100, 2), OutKind.F16,
+                                     pipes=2, split_tail=True)
 
 
 # ---- TMA descriptors (the driver is faked: no GPU here) ------------------------------

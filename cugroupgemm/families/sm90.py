@@ -2,7 +2,8 @@
 
 A persistent kernel: at most one CTA per SM walks the masked tile list (group, n tile,
 m tile; m tiles past clamp(masked_m[g], 0, m) skipped) with a stride of the grid size
-(of the number of clusters, for CTAs paired in clusters).
+(of the number of clusters, for CTAs paired in clusters); a last partial round whose
+half tiles fit one round runs as half tiles (split_tail, the default).
 Each CTA has one producer warpgroup (TMA for the operands, cp.async for the scales) and
 one or two independent pipelines, each with its own tiles, ring of stages and
 BLOCK_M / 64 consumer warpgroups; stages of (BLOCK_M + BLOCK_N) x 128 bytes plus their
@@ -64,10 +65,16 @@ class Sm90Config:
     # The two pipelines' warpgroups take turns issuing wgmma (ping-pong): needs two
     # pipelines of one warpgroup each. Correct on the H200; at best even (log items 23, 26).
     turns: bool = False
+    # A last partial round whose half tiles fit one round runs as half tiles of
+    # block_n / 2 columns (kernels_cu/common/scheduler.cuh): needs block_n 128, no
+    # cluster, no turns.
+    split_tail: bool = False
 
     def __post_init__(self):
         if (self.block_m % WG_ROWS or self.pipes not in (1, 2) or self.cluster not in (1, 2)
                 or (self.turns and (self.pipes, self.block_m) != (2, WG_ROWS))
+                or (self.split_tail and (self.block_n != 128 or self.cluster != 1
+                                         or self.turns))
                 or not 1 <= self.pipes * self.block_m // WG_ROWS <= MAX_CONSUMER_WARPGROUPS
                 or self.block_n not in BLOCK_N_CHOICES
                 or self.promote_k not in PROMOTE_K_CHOICES):
@@ -93,7 +100,15 @@ class Sm90Config:
         kernel = "sm90_fp8_masked_gemm" if self.cluster == 1 else "sm90_fp8_masked_gemm_pair"
         return (f"{kernel}<{self.block_m}, {self.block_n}, {self.stages}, "
                 f"{self.consumer_warpgroups}, {self.promote_k}, {int(self.out_kind)}, "
-                f"{self.pipes}{', true' if self.turns else ''}>")
+                f"{self.pipes}{_flags(self.turns, self.split_tail)}>")
+
+
+def _flags(*flags: bool) -> str:
+    """The kernel's trailing bool template arguments, up to the last one set (the rest
+    keep their defaults)."""
+    while flags and not flags[-1]:
+        flags = flags[:-1]
+    return "".join(f", {str(flag).lower()}" for flag in flags)
 
 
 def stage_bytes(block_m: int, block_n: int) -> int:
@@ -140,11 +155,17 @@ PIPES = 2
 # expected_m 64-96; 2-5 % slower at 40-56, even at 112, 11-16 % slower at 128.
 WIDE_TILE = (128, 128)
 WIDE_ROWS = range(64, 97)
+# Both split a last partial round into half tiles where the halves fit one round
+# (Sm90Config.split_tail). Measured on the H200 (docs/performance.md, log item 33): 13 %
+# faster on prefill G1 n4096 (48 tiles left after two rounds of 264), 2-7 % on four
+# other prefill shapes, even elsewhere.
+SPLIT_TAIL = True
 
 
 def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
     """The tile (TILE in PIPES pipelines, or WIDE_TILE in one where expected_m is in
-    WIDE_ROWS), stages from the device's shared memory.
+    WIDE_ROWS), its last partial round split into half tiles, stages from the device's
+    shared memory.
 
     - promote_k: DEFAULT_PROMOTE_K (accuracy; docs/performance.md).
     - stages per pipeline: as many as fit the device's opt-in shared memory
@@ -162,12 +183,22 @@ def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
     """
     (block_m, block_n), pipes = ((WIDE_TILE, 1) if problem.expected_m in WIDE_ROWS
                                  else (TILE, PIPES))
+    return fitted_config(block_m, block_n, info, problem.out_kind, pipes=pipes,
+                         split_tail=SPLIT_TAIL)
+
+
+def fitted_config(block_m: int, block_n: int, info: DeviceInfo,
+                  out_kind: OutKind = OutKind.BF16, **options) -> Sm90Config:
+    """The config of this tile (``options``: Sm90Config's other fields) with as many
+    stages per ring as fit ``info``'s shared memory (max_stages); fewer than MIN_STAGES is
+    an error."""
+    pipes = options.get("pipes", 1)
     stages = max_stages(block_m, block_n, info, pipes)
     if stages < MIN_STAGES:
         raise UnsupportedDeviceError(
             f"the sm90 kernel needs at least {smem_bytes(block_m, block_n, MIN_STAGES, pipes)} "
             f"bytes of shared memory per block; {info.name} offers {info.smem_per_block_optin}")
-    return Sm90Config(block_m, block_n, stages, problem.out_kind, pipes=pipes)
+    return Sm90Config(block_m, block_n, stages, out_kind, **options)
 
 
 def runs_on(info: DeviceInfo) -> bool:
@@ -240,20 +271,16 @@ def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
 
 def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
     default, wide = reference_configs()
-
-    def one_pipeline(block_m, block_n):
-        return Sm90Config(block_m, block_n, max_stages(block_m, block_n, REFERENCE_DEVICE),
-                          OutKind.BF16)
-
-    # The other output kinds; the other one-pipeline tiles, the other promote_k choice,
-    # the pair sharing b and the pipelines taking turns, which a caller can ask for
-    # through plan(config=).
+    whole = dataclasses.replace(default, split_tail=False)  # every round in whole tiles
+    # The other output kinds; the default without the split last round; the other
+    # one-pipeline tiles, the other promote_k choice, the pair sharing b and the pipelines
+    # taking turns, which a caller can ask for through plan(config=).
     configs = [default, wide, dataclasses.replace(default, out_kind=OutKind.F32),
-               dataclasses.replace(default, out_kind=OutKind.F16),
-               one_pipeline(64, 128), one_pipeline(192, 64),
+               dataclasses.replace(default, out_kind=OutKind.F16), whole,
+               fitted_config(64, 128, REFERENCE_DEVICE), fitted_config(192, 64, REFERENCE_DEVICE),
                dataclasses.replace(wide, promote_k=128),
-               dataclasses.replace(default, cluster=2), dataclasses.replace(default, turns=True),
-               dataclasses.replace(default, cluster=2, turns=True)]
+               dataclasses.replace(whole, cluster=2), dataclasses.replace(whole, turns=True),
+               dataclasses.replace(whole, cluster=2, turns=True)]
     return [(KernelSpec(SOURCE, config.expression(), target), r"QGMMA") for config in configs]
 
 

@@ -34,16 +34,16 @@ def test_an_edit_whose_text_moved_is_refused(probe):
 @pytest.mark.parametrize("variant", ["loads_only", "consumers_only", "no_scales", "b_only",
                                      "promote_once", "no_wgmma", "no_barriers", "tile_pairs", "unhooked",
                                      "consumers_only+promote_once"])
-def test_every_variant_applies_and_compiles(probe, tmp_path, variant):
+def test_every_variant_applies_and_compiles(probe, tmp_path, monkeypatch, variant):
     originals = probe.kernel_sources(build.KERNEL_DIR)
     sources = probe.edited(originals, variant)
     assert sources != originals
     shutil.copytree(build.KERNEL_DIR, tmp_path / "kernels_cu")
     for file, text in sources.items():
         (tmp_path / "kernels_cu" / file).write_text(text)
-    default = sm90.reference_configs()[0]
-    options = ["--std=c++17", f"-arch={sm90.TARGET}", f"-I{tmp_path / 'kernels_cu'}",
-               "-DNDEBUG"]
-    result = nvrtc.compile_program(sources[probe.SOURCE], probe.SOURCE, options,
-                                   [default.expression()])
+    monkeypatch.setattr(build, "KERNEL_DIR", tmp_path / "kernels_cu")
+    split = sm90.reference_configs()[-1]  # instantiates the whole and the half tile paths
+    spec = build.KernelSpec(probe.SOURCE, split.expression(), sm90.TARGET)
+    result = nvrtc.compile_program(sources[probe.SOURCE], probe.SOURCE, spec.options(),
+                                   [spec.expression])
     assert result.cubin

@@ -62,17 +62,18 @@ def test_matches_the_reference(groups, m, n, k, masked, expected_m):
     check_f32(inputs, expected_m)
 
 
-@pytest.mark.parametrize("cluster, turns", [(1, False), (2, False), (1, True), (2, True)])
+@pytest.mark.parametrize("cluster, turns, split_tail", [
+    (1, False, False), (1, False, True), (2, False, False), (1, True, False), (2, True, False)])
 @pytest.mark.parametrize("groups, m, n, k, masked, expected_m", SHAPES)
-def test_whole_rounds_pairs_and_turns_match_the_reference(cluster, turns, groups, m, n, k,
-                                                          masked, expected_m):
-    """The default tile without its split last round (test_matches_the_reference has it:
-    problems made only of half tiles, last rounds of 24 and 56 tiles split in two), in
+def test_rounds_pairs_and_turns_match_the_reference(cluster, turns, split_tail, groups, m, n,
+                                                    k, masked, expected_m):
+    """The default tile in whole tiles only, with its last round split into half tiles, in
     clusters of two (b multicast) and with its pipelines taking turns, on the same grid:
     rings that wrap, more tiles than SMs, groups whose rows fill only one CTA of a pair,
-    CTAs whose first pipeline has one tile more (or the only one)."""
+    CTAs whose first pipeline has one tile more (or the only one), problems made only of
+    half tiles, last rounds of 24 and 56 tiles split in two."""
     inputs = make_gemm_inputs(groups, m, n, k, masked, seed=groups * 7 + m + n + 1)
-    with force_config(64, 128, pipes=2, cluster=cluster, turns=turns):
+    with force_config(64, 128, pipes=2, cluster=cluster, turns=turns, split_tail=split_tail):
         check_f32(inputs, expected_m)
 
 

@@ -48,11 +48,18 @@ def test_a_wide_tile_in_one_pipeline_where_groups_hold_one_to_two_small_tiles(ex
     assert config.consumer_warpgroups == 2 and config.threads == 384
 
 
-def test_the_reference_configs_are_the_heuristics_two_tiles():
-    default, wide = sm90.reference_configs()
-    assert (default.block_m, default.block_n, default.pipes, default.stages) == (64, 128, 2, 4)
+def test_the_reference_configs_are_the_heuristics_choices():
+    whole, wide, split = sm90.reference_configs()
+    assert (whole.block_m, whole.block_n, whole.pipes, whole.stages) == (64, 128, 2, 4)
     assert (wide.block_m, wide.block_n, wide.pipes, wide.stages) == (128, 128, 1, 6)
-    assert default.out_kind == wide.out_kind == OutKind.BF16
+    assert split == dataclasses.replace(whole, split_tail=True) and wide.split_tail
+    assert not whole.split_tail and whole.out_kind == wide.out_kind == OutKind.BF16
+
+
+@pytest.mark.parametrize("expected_m, split", [(1, False), (63, False), (64, True), (96, True),
+                                               (97, True), (4096, True)])
+def test_the_last_round_is_split_where_the_arithmetic_bounds_the_time(expected_m, split):
+    assert sm90.choose_config(problem(expected_m=expected_m), H100).split_tail == split
 
 
 def test_worked_examples_of_the_docstring():

@@ -3,7 +3,7 @@
 A persistent kernel: at most one CTA per SM walks the masked tile list (group, n tile,
 m tile; m tiles past clamp(masked_m[g], 0, m) skipped) with a stride of the grid size
 (of the number of clusters, for CTAs paired in clusters); a last partial round whose
-half tiles fit one round runs as half tiles (split_tail, the default).
+half tiles fit one round runs as half tiles (split_tail, from expected_m 64 on).
 Each CTA has one producer warpgroup (TMA for the operands, cp.async for the scales) and
 one or two independent pipelines, each with its own tiles, ring of stages and
 BLOCK_M / 64 consumer warpgroups; stages of (BLOCK_M + BLOCK_N) x 128 bytes plus their
@@ -155,17 +155,19 @@ PIPES = 2
 # expected_m 64-96; 2-5 % slower at 40-56, even at 112, 11-16 % slower at 128.
 WIDE_TILE = (128, 128)
 WIDE_ROWS = range(64, 97)
-# Both split a last partial round into half tiles where the halves fit one round
-# (Sm90Config.split_tail). Measured on the H200 (docs/performance.md, log item 33): 13 %
-# faster on prefill G1 n4096 (48 tiles left after two rounds of 264), 2-7 % on four
-# other prefill shapes, even elsewhere.
-SPLIT_TAIL = True
+# From this expected_m on, either tile splits a last partial round into half tiles where
+# the halves fit one round (Sm90Config.split_tail). Measured on the H200
+# (docs/performance.md, log item 33): 13 % faster on prefill G1 n4096 (48 tiles left
+# after two rounds of 264), 2-7 % on four other prefill shapes, 0.5-1 % at expected_m
+# 64-128, even at 256; 0.5-2.5 % slower at 8-32, where moving b bounds the time and a
+# half tile still loads its whole tile.
+SPLIT_TAIL_FROM = 64
 
 
 def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
     """The tile (TILE in PIPES pipelines, or WIDE_TILE in one where expected_m is in
-    WIDE_ROWS), its last partial round split into half tiles, stages from the device's
-    shared memory.
+    WIDE_ROWS), its last partial round split into half tiles from expected_m
+    SPLIT_TAIL_FROM on, stages from the device's shared memory.
 
     - promote_k: DEFAULT_PROMOTE_K (accuracy; docs/performance.md).
     - stages per pipeline: as many as fit the device's opt-in shared memory
@@ -184,7 +186,7 @@ def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
     (block_m, block_n), pipes = ((WIDE_TILE, 1) if problem.expected_m in WIDE_ROWS
                                  else (TILE, PIPES))
     return fitted_config(block_m, block_n, info, problem.out_kind, pipes=pipes,
-                         split_tail=SPLIT_TAIL)
+                         split_tail=problem.expected_m >= SPLIT_TAIL_FROM)
 
 
 def fitted_config(block_m: int, block_n: int, info: DeviceInfo,
@@ -263,20 +265,19 @@ def extra_arguments(plan: LaunchPlan, views: dict[str, TensorView]) -> tuple:
 
 
 def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
-    """The tiles the heuristics pick (TILE, then WIDE_TILE), planned for ``info``, bf16
-    out."""
+    """The configs the heuristics pick (TILE in whole tiles, WIDE_TILE and TILE with a
+    split last round), planned for ``info``, bf16 out."""
     return [choose_config(Problem(1, 4096, BLOCK_K, BLOCK_K, expected_m, OutKind.BF16), info)
-            for expected_m in (1, WIDE_ROWS.start)]
+            for expected_m in (1, WIDE_ROWS.start, WIDE_ROWS.stop)]
 
 
 def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
-    default, wide = reference_configs()
-    whole = dataclasses.replace(default, split_tail=False)  # every round in whole tiles
-    # The other output kinds; the default without the split last round; the other
-    # one-pipeline tiles, the other promote_k choice, the pair sharing b and the pipelines
-    # taking turns, which a caller can ask for through plan(config=).
-    configs = [default, wide, dataclasses.replace(default, out_kind=OutKind.F32),
-               dataclasses.replace(default, out_kind=OutKind.F16), whole,
+    whole, wide, split = reference_configs()
+    # The other output kinds; the other one-pipeline tiles, the other promote_k choice,
+    # the pair sharing b and the pipelines taking turns, which a caller can ask for
+    # through plan(config=).
+    configs = [whole, wide, split, dataclasses.replace(split, out_kind=OutKind.F32),
+               dataclasses.replace(split, out_kind=OutKind.F16),
                fitted_config(64, 128, REFERENCE_DEVICE), fitted_config(192, 64, REFERENCE_DEVICE),
                dataclasses.replace(wide, promote_k=128),
                dataclasses.replace(whole, cluster=2), dataclasses.replace(whole, turns=True),

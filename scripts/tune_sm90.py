@@ -21,10 +21,11 @@ from cugroupgemm.dtypes import OutKind
 from cugroupgemm.families import sm90
 from cugroupgemm.testing import kernel_family, sm90_config
 
-CANDIDATES = [  # block_m, block_n, promote_k, pipes[, CTAs per cluster sharing b[, turns]]
+CANDIDATES = [  # block_m, block_n, promote_k, pipes[, CTAs per cluster sharing b[, turns
+    # [, split_tail]]]
     (64, 128, 64, 1), (64, 128, 64, 2), (128, 128, 64, 1), (128, 128, 128, 1),
     (64, 128, 128, 2), (64, 128, 64, 2, 2), (64, 128, 64, 1, 2), (64, 128, 64, 2, 1, True),
-    (64, 128, 64, 2, 2, True),
+    (64, 128, 64, 2, 2, True), (64, 128, 64, 2, 1, False, True), (128, 128, 64, 1, 1, False, True),
 ]
 
 
@@ -38,10 +39,9 @@ def forced(config):
 def config_of(candidate, info):
     """(block_m, block_n, promote_k, pipes[, cluster[, turns[, split_tail]]]) -> the
     config, stages from ``info``."""
-    block_m, block_n, promote_k, pipes, *flags = candidate
-    options = dict(zip(("cluster", "turns", "split_tail"), flags))
-    options["turns"] = bool(options.get("turns"))
-    options["split_tail"] = bool(options.get("split_tail"))
+    block_m, block_n, promote_k, pipes, *rest = candidate
+    options = {name: kind(value) for (name, kind), value in
+               zip((("cluster", int), ("turns", bool), ("split_tail", bool)), rest)}
     return sm90.fitted_config(block_m, block_n, info, OutKind.F16, promote_k=promote_k,
                               pipes=pipes, **options)
 

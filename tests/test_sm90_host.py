@@ -270,6 +270,8 @@ def test_instances_compile_without_spills_or_ignored_register_hints(spec):
     assert check.tensor_core_ok and check.local_memory_ops == 0
     block_n = int(spec.expression.split(",")[1])
     assert f"QGMMA.64x{block_n}x32.F32.E4M3.E4M3" in check.sass
+    if spec.expression.endswith("false, true>"):  # split_tail (no turns)
+        assert f"QGMMA.64x{block_n // 2}x32.F32.E4M3.E4M3" in check.sass  # the half tiles
     assert "UTMALDG.3D" in check.sass and "LDGSTS" in check.sass  # operands and scales
     if "_pair<" in spec.expression:  # b by multicast, barriers signalled across the pair
         assert "UTMALDG.3D.MULTICAST" in check.sass and "UCGABAR_WAIT" in check.sass

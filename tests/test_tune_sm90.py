@@ -20,16 +20,19 @@ def tune():
     return module
 
 
-@pytest.mark.parametrize("candidate, cluster, turns", [
-    ((64, 128, 64, 2), 1, False),
-    ((64, 128, 64, 2, 2), 2, False),
-    ((64, 128, 64, 2, 1, True), 1, True),
-    ((64, 128, 64, 2, 2, True), 2, True),
+@pytest.mark.parametrize("candidate, cluster, turns, split_tail", [
+    ((64, 128, 64, 2), 1, False, False),
+    ((64, 128, 64, 2, 2), 2, False, False),
+    ((64, 128, 64, 2, 1, True), 1, True, False),
+    ((64, 128, 64, 2, 2, True), 2, True, False),
+    ((64, 128, 64, 2, 1, 0, 1), 1, False, True),  # as probe_sm90's 64x128x64x2x1x0x1
 ])
-def test_a_candidate_names_its_config(tune, candidate, cluster, turns):
+def test_a_candidate_names_its_config(tune, candidate, cluster, turns, split_tail):
     config = tune.config_of(candidate, sm90.REFERENCE_DEVICE)
     assert (config.block_m, config.block_n, config.promote_k, config.pipes) == candidate[:4]
-    assert (config.cluster, config.turns) == (cluster, turns)
+    assert (config.cluster, config.turns, config.split_tail) == (cluster, turns, split_tail)
+    assert config.stages == sm90.max_stages(config.block_m, config.block_n,
+                                            sm90.REFERENCE_DEVICE, config.pipes)
 
 
 def test_every_candidate_is_a_valid_config(tune):

@@ -1,0 +1,81 @@
+// The masked persistent tile scheduler: a deterministic walk that every role of a
+// pipeline (TMA producer, scale copier, each consumer warpgroup) replays on its own, so
+// they agree on the sequence of tiles without talking to each other.
+//
+// Tiles are numbered in the order (group, n tile, m tile), m fastest, counting only the
+// m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to unit t % units,
+// a unit being a CTA (units = gridDim.x) or, with clusters, a cluster (units = the
+// number of clusters), and with P independent pipelines per CTA to its pipeline
+// (t / units) % P: each round of `units` tiles fills one pipeline of every unit, so a
+// last partial round spreads over as many SMs as it has tiles (a pipeline alone on its
+// SM runs faster).
+// NOTE: m fastest so the m tiles of one (group, n tile) run at the same time on
+// neighbouring CTAs and read that b tile from DRAM once (the others hit L2). With n
+// fastest, a decode group of 65..128 rows streamed its b twice (measured on the H100,
+// 2026-11-25: expected_m 64 at 0.69 of copy bandwidth, see docs/performance.md).
+#pragma once
+#include "common/sm90_ptx.cuh"
+#include "common/types.cuh"
+
+struct MaskedTile {
+  i32 group;
+  i32 m0;          // first row of the tile
+  i32 n0;          // first column of the tile
+  i32 rows_valid;  // clamp(masked_m[group], 0, m): rows at or past it are never written
+};
+
+template <int BLOCK_M, int BLOCK_N>
+struct MaskedTileScheduler {
+  const i32* masked_m;
+  i32 num_groups, m, n_tiles;
+  i32 group = -1;
+  i32 rows_valid = 0;
+  i32 m_tiles = 0;      // m tiles of the current group
+  i64 group_base = 0;   // index of the current group's first tile
+  i64 group_tiles = 0;  // tiles of the current group
+  i64 next;             // the next tile index this CTA's pipeline owns
+  i64 step;
+
+  // `unit` of `units` takes the tiles a CTA would: the CTA itself, or with clusters the
+  // cluster (whose CTAs then share each tile, BLOCK_M rows being all of theirs).
+  __device__ MaskedTileScheduler(const i32* masked_m_, i32 num_groups_, i32 m_, i32 n_,
+                                 i32 pipe, i32 pipes, u32 unit, u32 units)
+      : masked_m(masked_m_), num_groups(num_groups_), m(m_),
+        n_tiles((n_ + BLOCK_N - 1) / BLOCK_N),
+        next(unit + static_cast<i64>(pipe) * units),
+        step(static_cast<i64>(units) * pipes) {}
+
+  __device__ MaskedTileScheduler(const i32* masked_m_, i32 num_groups_, i32 m_, i32 n_,
+                                 i32 pipe = 0, i32 pipes = 1)
+      : MaskedTileScheduler(masked_m_, num_groups_, m_, n_, pipe, pipes, blockIdx.x,
+                            gridDim.x) {}
+
+  // The next tile of this CTA; false when none is left.
+  __device__ bool next_tile(MaskedTile& tile) {
+    while (next >= group_base + group_tiles) {
+      group_base += group_tiles;
+      ++group;
+      if (group >= num_groups) return false;
+      i32 rows = sm90::ld_global_i32(masked_m + group);
+      rows = rows < 0 ? 0 : (rows > m ? m : rows);
+      rows_valid = rows;
+      m_tiles = (rows + BLOCK_M - 1) / BLOCK_M;
+      group_tiles = static_cast<i64>(m_tiles) * n_tiles;
+    }
+    const i64 local = next - group_base;
+    const i64 n_tile = local / m_tiles;
+    tile.group = group;
+    tile.m0 = static_cast<i32>((local - n_tile * m_tiles) * BLOCK_M);
+    tile.n0 = static_cast<i32>(n_tile * BLOCK_N);
+    tile.rows_valid = rows_valid;
+    next += step;
+    return true;
+  }
+
+  // Once next_tile returned false (group_base is then the number of tiles): whether the
+  // round before this pipeline's next one had a tile. For pipeline 1 of two, that round
+  // is pipeline 0's, which then runs one tile more.
+  __device__ bool previous_round_had_tile(i32 pipes) const {
+    return next - step / pipes < group_base;
+  }
+};

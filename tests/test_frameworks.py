@@ -76,3 +76,18 @@ def test_a_cupy_stream_wraps_a_raw_handle_without_a_deprecation_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert frameworks.cupy_stream(1234, 0).ptr == 1234
+
+
+def test_a_cupy_without_from_external_gets_an_external_stream_on_the_device(monkeypatch):
+    import types
+
+    class Stream:  # CuPy before 14: no Stream.from_external
+        pass
+
+    def external_stream(handle, device_id):
+        return ("ExternalStream", handle, device_id)
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(Stream=Stream,
+                                                            ExternalStream=external_stream))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    assert frameworks.cupy_stream(1234, 3) == ("ExternalStream", 1234, 3)

@@ -42,10 +42,9 @@ class KernelSpec:
 
     def options(self) -> list[str]:
         # -default-device: the kernels hold no host code, and NVRTC 13.0 (unlike 13.5)
-        # takes a generic lambda's call operator for a host function. The include path
-        # comes last: the cache key leaves it out (cache_key).
-        return ["--std=c++17", f"-arch={self.target}", "-DNDEBUG", "-default-device",
-                "--ptxas-options=-v", f"-I{KERNEL_DIR}"]
+        # takes a generic lambda's call operator for a host function.
+        return ["--std=c++17", f"-arch={self.target}", f"-I{KERNEL_DIR}", "-DNDEBUG",
+                "-default-device", "--ptxas-options=-v"]
 
 
 def plain_target(info) -> str:
@@ -81,7 +80,9 @@ def source_fingerprint() -> str:
 def cache_key(spec: KernelSpec) -> str:
     from . import __version__
 
-    fields = {"spec": asdict(spec), "options": spec.options()[:-1],
+    # Not the include path: the sources' fingerprint covers what it holds, wherever it is.
+    options = [option for option in spec.options() if not option.startswith("-I")]
+    fields = {"spec": asdict(spec), "options": options,
               "nvrtc": nvrtc.version(), "sources": source_fingerprint(), "version": __version__}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 

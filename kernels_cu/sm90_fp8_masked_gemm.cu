@@ -15,7 +15,8 @@
 // its own ring of STAGES stages and its own share of the tile list: in warp 2q one thread
 // issues pipeline q's TMA loads, warp 2q + 1 copies its scales (cp.async); spare warps
 // retire. The consumer warpgroups (NUM_CONSUMER_WG / PIPES per pipeline) each own 64 rows
-// of the tile and issue wgmma (one m64nBLOCK_Nk32 instruction per 32 of k).
+// of the tile and issue wgmma (one m64nBLOCK_Nk32 instruction per 32 of k; m64n64k32 for
+// a half tile of SPLIT_TAIL's last round).
 // Two pipelines of one warpgroup each work on different tiles, so one warpgroup's fp32
 // promotion overlaps the other's wgmma; two warpgroups sharing a tile would wait on the
 // same stages in lockstep, so they take turns issuing (ping-pong, named barriers 1, 2).

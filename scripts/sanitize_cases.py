@@ -80,9 +80,9 @@ def gemm_cases():
 
     info = device_info(0)
     variants = [(family, None, family) for family in runnable_families(info)]
-    if sm90.runs_on(info):  # (the default runs whole tiles at expected_m 8 and only half
-        # tiles at 100, the cases' few tiles fitting one round) the default tile in clusters
-        # of two CTAs sharing b, and with its pipelines taking turns
+    if sm90.runs_on(info):  # (the default runs whole tiles at expected_m 8, and at 100
+        # half tiles on the tail case, whose 45 tiles fill a quarter of one round) the
+        # default tile in clusters of two CTAs sharing b, and with its pipelines taking turns
         pair = sm90.fitted_config(64, 128, info, pipes=2, cluster=2)
         variants += [("sm90", pair, "sm90-pair"),
                      ("sm90", dataclasses.replace(pair, cluster=1, turns=True), "sm90-turns")]

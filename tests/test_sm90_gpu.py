@@ -84,7 +84,8 @@ TILE_CONFIGS = [  # block_m, block_n, promote_k, pipes, cluster, split_tail
     # Pairs of CTAs sharing b (multicast): correct on the H200, not faster (log item 26).
     (64, 128, 64, 2, 2, False), (64, 128, 64, 1, 2, False), (64, 64, 128, 2, 2, False),
     (128, 128, 64, 1, 2, False),
-    # These small problems fit one round of half tiles: every tile is split.
+    # These small problems are one round: split in halves where they fill at most half of
+    # it (most with two pipelines), whole tiles otherwise.
     (64, 128, 64, 2, 1, True), (128, 128, 64, 1, 1, True), (64, 128, 128, 1, 1, True),
 ]
 
@@ -96,6 +97,7 @@ TILE_CONFIGS = [  # block_m, block_n, promote_k, pipes, cluster, split_tail
     (2, 130, 272, 640, [130, 64]),  # a tile mostly past n
     (6, 129, 1152, 256, [129, 128, 127, 63, 1, 65]),
     (3, 300, 208, 384, [300, 257, 191]),  # rows at the 192-row tile edges
+    (2, 64, 256, 256, [0, 0]),  # no valid row: no tile at all
 ])
 def test_every_tile_shape(block_m, block_n, promote_k, pipes, cluster, split_tail, groups, m,
                           n, k, masked):

@@ -157,10 +157,11 @@ WIDE_TILE = (128, 128)
 WIDE_ROWS = range(64, 97)
 # From this expected_m on, either tile splits a last partial round into half tiles where
 # the halves fit one round (Sm90Config.split_tail). Measured on the H200
-# (docs/performance.md, log item 33): 13 % faster on prefill G1 n4096 (48 tiles left
-# after two rounds of 264), 2-7 % on four other prefill shapes, 0.5-1 % at expected_m
-# 64-128, even at 256; 0.5-2.5 % slower at 8-32, where moving b bounds the time and a
-# half tile still loads its whole tile.
+# (docs/performance.md, log item 33): where a split happens, 13 % faster on prefill G1
+# n4096 (48 tiles left after two rounds of 264), 7 % on G4 n7168, 2-4 % on G2 n7168 and
+# em128 n4096; where none does, the split build still ran 0-9 % faster on prefill and
+# expected_m 64-256, but 0.3-2.5 % slower at expected_m 8-32 (a different schedule and
+# every role reading all of masked_m first: item 34), which keep the whole-tile build.
 SPLIT_TAIL_FROM = 64
 
 
@@ -273,11 +274,12 @@ def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
 
 def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
     whole, wide, split = reference_configs()
-    # The other output kinds; the other one-pipeline tiles, the other promote_k choice,
-    # the pair sharing b and the pipelines taking turns, which a caller can ask for
-    # through plan(config=).
+    # The other output kinds; the wide tile in whole tiles, the other one-pipeline tiles,
+    # the other promote_k choice, the pair sharing b and the pipelines taking turns, which
+    # a caller can ask for through plan(config=).
     configs = [whole, wide, split, dataclasses.replace(split, out_kind=OutKind.F32),
                dataclasses.replace(split, out_kind=OutKind.F16),
+               dataclasses.replace(wide, split_tail=False),
                fitted_config(64, 128, REFERENCE_DEVICE), fitted_config(192, 64, REFERENCE_DEVICE),
                dataclasses.replace(wide, promote_k=128),
                dataclasses.replace(whole, cluster=2), dataclasses.replace(whole, turns=True),

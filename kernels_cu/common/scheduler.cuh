@@ -40,7 +40,7 @@ struct MaskedTileScheduler {
   i32 m_tiles = 0;      // m tiles of the current group
   i64 group_base = 0;   // index of the current group's first tile
   i64 group_tiles = 0;  // tiles of the current group
-  i64 next;             // the next tile index this CTA's pipeline owns
+  i64 next;             // the next tile (past split_from: half tile) index of this pipeline
   i64 step;
   // SPLIT_TAIL: indices from split_from on are half tiles, split_from + j being half
   // j % 2 + 1 of tile split_from + j / 2; split_end is past the last of them.
@@ -106,8 +106,9 @@ struct MaskedTileScheduler {
     return true;
   }
 
-  // Once next_tile returned false (group_base is then the number of tiles): whether the
-  // round before this pipeline's next one had a tile. For pipeline 1 of two, that round
+  // Once next_tile returned false (group_base is then the number of tiles; not with
+  // SPLIT_TAIL, which stops at split_end): whether the round before this pipeline's next
+  // one had a tile. For pipeline 1 of two, that round
   // is pipeline 0's, which then runs one tile more.
   __device__ bool previous_round_had_tile(i32 pipes) const {
     return next - step / pipes < group_base;

@@ -57,7 +57,9 @@ struct MaskedTileScheduler {
         step(static_cast<i64>(units) * pipes) {
     if constexpr (SPLIT_TAIL) {
       i64 tiles = 0;
-      for (i32 g = 0; g < num_groups; ++g) tiles += static_cast<i64>(m_tiles_of(g)) * n_tiles;
+      for (i32 g = 0; g < num_groups; ++g) {
+        tiles += static_cast<i64>(m_tiles_in(rows_of(g))) * n_tiles;
+      }
       const i64 full_rounds_end = tiles / step * step;
       const i64 rest = tiles - full_rounds_end;
       if (2 * rest <= step) {
@@ -77,7 +79,7 @@ struct MaskedTileScheduler {
     return rows < 0 ? 0 : (rows > m ? m : rows);
   }
 
-  __device__ i32 m_tiles_of(i32 g) const { return (rows_of(g) + BLOCK_M - 1) / BLOCK_M; }
+  __device__ static i32 m_tiles_in(i32 rows) { return (rows + BLOCK_M - 1) / BLOCK_M; }
 
   // The next tile of this CTA; false when none is left.
   __device__ bool next_tile(MaskedTile& tile) {
@@ -93,7 +95,7 @@ struct MaskedTileScheduler {
       ++group;
       if (group >= num_groups) return false;
       rows_valid = rows_of(group);
-      m_tiles = (rows_valid + BLOCK_M - 1) / BLOCK_M;
+      m_tiles = m_tiles_in(rows_valid);
       group_tiles = static_cast<i64>(m_tiles) * n_tiles;
     }
     const i64 local = index - group_base;
@@ -108,8 +110,8 @@ struct MaskedTileScheduler {
 
   // Once next_tile returned false (group_base is then the number of tiles; not with
   // SPLIT_TAIL, which stops at split_end): whether the round before this pipeline's next
-  // one had a tile. For pipeline 1 of two, that round
-  // is pipeline 0's, which then runs one tile more.
+  // one had a tile. For pipeline 1 of two, that round is pipeline 0's, which then runs
+  // one tile more.
   __device__ bool previous_round_had_tile(i32 pipes) const {
     return next - step / pipes < group_base;
   }

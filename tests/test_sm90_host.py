@@ -185,10 +185,11 @@ def test_split_tails_need_128_columns_one_cta_and_no_turns(options):
                                    pipes=2, split_tail=True), **options})
 
 
-def test_fitted_config_takes_the_stages_that_fit():
+def test_fitted_config_takes_the_stages_that_fit_and_the_options_given():
     config = sm90.fitted_config(64, 128, H100, OutKind.F16, pipes=2, split_tail=True)
-    assert config == sm90.Sm90Config(64, 128, sm90.max_stages(64, 128, H100, 2), OutKind.F16,
-                                     pipes=2, split_tail=True)
+    assert config.stages == (232448 - 1024) // (2 * (24576 + 16 + 272)) == 4
+    assert (config.out_kind, config.pipes, config.split_tail) == (OutKind.F16, 2, True)
+    assert (config.promote_k, config.cluster, config.turns) == (64, 1, False)  # defaults
 
 
 # ---- TMA descriptors (the driver is faked: no GPU here) ------------------------------

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 from dataclasses import dataclass
 
+from . import tile_counters
 from .build import KernelSpec, LoadedKernel, load_kernel
 from .dlpack import TensorView
 from .problem import Problem
@@ -45,6 +46,8 @@ class LaunchPlan:
     block: tuple[int, int, int]
     smem_bytes: int
     config: object  # the family's frozen config dataclass, for printing and tests
+    # The kernel's last parameter is a tile counter, zero at the launch (tile_counters.py)
+    tile_counter: bool = False
 
 
 def launch(plan: LaunchPlan, device_id: int, stream: int, *arguments: ctypes._CData):
@@ -73,15 +76,19 @@ class KernelLaunch:
     arguments: tuple  # ctypes objects: the params struct first
 
     def run(self, stream: int, params: ctypes._CData | None = None):
-        """Launch on ``stream``; ``params`` replaces the first argument when given."""
+        """Launch on ``stream``; ``params`` replaces the first argument when given. A
+        plan with a tile counter gets the stream's (a fresh one under capture)."""
         import cupy
         from cupy.cuda import driver
 
         arguments = self.arguments if params is None else (params, *self.arguments[1:])
-        pointers = (ctypes.c_void_p * len(arguments))(*map(ctypes.addressof, arguments))
         plan = self.plan
         # The kernel is loaded in the device's context: make it current (if it is not).
         switch = cupy.cuda.runtime.getDevice() != self.device_id
         with cupy.cuda.Device(self.device_id) if switch else contextlib.nullcontext():
+            if plan.tile_counter:  # (a default stream handle means this device's)
+                counter = tile_counters.counter_for(self.device_id, stream)
+                arguments = (*arguments, ctypes.c_uint64(counter))
+            pointers = (ctypes.c_void_p * len(arguments))(*map(ctypes.addressof, arguments))
             driver.launchKernel(self.kernel.handle, *plan.grid, *plan.block, plan.smem_bytes,
                                 stream, ctypes.addressof(pointers), 0)

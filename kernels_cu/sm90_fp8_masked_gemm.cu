@@ -25,9 +25,14 @@
 // tile's BLOCK_M rows, then the tile's b_scale. full[s] (1 TMA arrival + transaction
 // bytes, 32 cp.async arrivals) says the stage is loaded; empty[s] (one arrival per
 // consumer warp of its pipeline) says it was read.
+// Tiles: each role walks the static schedule (common/scheduler.cuh) on its own, or with
+// DYNAMIC a pipeline's TMA thread claims each tile after its first from a counter in
+// global memory and passes its ticket to the pipeline's scale warp and consumers through
+// a ring in shared memory (common/tickets.cuh).
 #include "common/params.cuh"
 #include "common/scheduler.cuh"
 #include "common/sm90_ptx.cuh"
+#include "common/tickets.cuh"
 #include "common/types.cuh"
 
 namespace sm90_gemm {
@@ -49,8 +54,12 @@ struct Layout {
   // Per stage: BLOCK_M a scales then one b scale, rounded up to 16 bytes.
   static constexpr int SCALE_SLOT = ((BLOCK_M + 1) * 4 + 15) / 16 * 16;
   static constexpr int SCALE_OFFSET = BAR_OFFSET + 2 * STAGES * 8;
+  // DYNAMIC's ticket rings (common/tickets.cuh), one slot per stage: two mbarriers and
+  // a ticket each.
+  static constexpr int TICKET_BAR_OFFSET = SCALE_OFFSET + STAGES * SCALE_SLOT;
+  static constexpr int TICKET_OFFSET = TICKET_BAR_OFFSET + 2 * STAGES * 8;
   // + SMEM_ALIGN: the dynamic window is aligned up to 1024 bytes inside the kernel.
-  static constexpr int BYTES = SCALE_OFFSET + STAGES * SCALE_SLOT + SMEM_ALIGN;
+  static constexpr int BYTES = TICKET_OFFSET + STAGES * 8 + SMEM_ALIGN;
   static_assert(A_TILE % SMEM_ALIGN == 0 && B_TILE % SMEM_ALIGN == 0, "tiles keep alignment");
 };
 
@@ -71,15 +80,27 @@ __device__ __forceinline__ void store_pair(void* out, i64 offset, float x, float
   }
 }
 
+// The next tile of a role that reads its pipeline's tickets (the scale warp, the
+// consumers): the static walk's, or with DYNAMIC the one the pipeline's claimer published.
+template <bool DYNAMIC, class Scheduler, class Ring>
+__device__ __forceinline__ bool read_next_tile(Scheduler& scheduler, Ring& ring,
+                                               MaskedTile& tile) {
+  if constexpr (DYNAMIC) {
+    return scheduler.tile_at(ring.take(), tile);
+  } else {
+    return scheduler.next_tile(tile);
+  }
+}
+
 // The kernel's body; CLUSTER CTAs (1 or 2) of a cluster share each tile of CLUSTER x
 // BLOCK_M rows: CTA r of the cluster takes rows r * BLOCK_M onwards and loads r's share
 // of the tile's b rows into every CTA of the cluster (TMA multicast), so b is read from
 // L2 once per CLUSTER x BLOCK_M rows. A stage is then refilled only once the consumers of
 // every CTA of the cluster released it.
 template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
-          int OUT_KIND, int PIPES, bool TURNS, bool SPLIT_TAIL, int CLUSTER>
+          int OUT_KIND, int PIPES, bool TURNS, bool SPLIT_TAIL, bool DYNAMIC, int CLUSTER>
 __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const TmaMap& tma_a,
-                                            const TmaMap& tma_b) {
+                                            const TmaMap& tma_b, u64* tile_counter) {
   using L = Layout<BLOCK_M, BLOCK_N, STAGES * PIPES>;
   constexpr int PIPE_WG = NUM_CONSUMER_WG / PIPES;  // consumer warpgroups per pipeline
   static_assert(PIPES >= 1 && PIPES <= 2 && NUM_CONSUMER_WG % PIPES == 0,
@@ -93,6 +114,8 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
   static_assert(!SPLIT_TAIL || (BLOCK_N == 128 && CLUSTER == 1 && !TURNS),
                 "SPLIT_TAIL: half tiles of 64 columns, without clusters or turns (whose "
                 "last hand-overs count whole rounds)");
+  static_assert(!DYNAMIC || (CLUSTER == 1 && !TURNS),
+                "DYNAMIC: tiles claimed per CTA pipeline, whose turns are not counted");
   constexpr int SLICES = BLOCK_K / PROMOTE_K;
   constexpr int STEPS_PER_SLICE = PROMOTE_K / K_STEP;
   // Registers after setmaxnreg (multiples of 8). setmaxnreg.inc only takes registers the
@@ -115,11 +138,19 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
   u64* empty = full + STAGES * PIPES;
   float* scales = reinterpret_cast<float*>(smem + L::SCALE_OFFSET);
   constexpr int SLOT_FLOATS = L::SCALE_SLOT / 4;
+  u64* ticket_full = reinterpret_cast<u64*>(smem + L::TICKET_BAR_OFFSET);
+  u64* ticket_empty = ticket_full + STAGES * PIPES;
+  i64* tickets = reinterpret_cast<i64*>(smem + L::TICKET_OFFSET);
+  constexpr u32 TICKET_READERS = 1 + PIPE_WG * 4;  // the scale warp, the consumer warps
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES * PIPES; ++s) {
       sm90::mbar_init(&full[s], 1 + SCALE_LANES);
       sm90::mbar_init(&empty[s], PIPE_WG * 4 * CLUSTER);  // every consumer warp of the cluster
+      if constexpr (DYNAMIC) {
+        sm90::mbar_init(&ticket_full[s], 1);
+        sm90::mbar_init(&ticket_empty[s], TICKET_READERS);
+      }
     }
     sm90::mbar_init_fence();
   }
@@ -139,6 +170,11 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
     } else {
       return Scheduler(p.masked_m, p.num_groups, p.m, p.n, pipe, PIPES);
     }
+  };
+  // DYNAMIC: pipeline q's ticket ring (its slots follow its stages).
+  auto ticket_ring_of = [&](int pipe) {
+    return TicketRing<STAGES>{tickets + pipe * STAGES, ticket_full + pipe * STAGES,
+                              ticket_empty + pipe * STAGES};
   };
 
   // Broadcast from lane 0 so the compiler sees a warp-uniform value: branches on it are
@@ -160,10 +196,21 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
     MaskedTile tile;
     int stage = pipe * STAGES;
     u32 phase = 0;
-    if (warp % 2 == 0) {  // one thread: the operand tiles
+    auto ring = ticket_ring_of(pipe);
+    if (warp % 2 == 0) {  // one thread: the operand tiles (and DYNAMIC's claims)
       sm90::tma_prefetch_descriptor(&tma_a);
       sm90::tma_prefetch_descriptor(&tma_b);
-      while (scheduler.next_tile(tile)) {
+      const TicketCounter counter{tile_counter, scheduler.step};
+      i64 ticket = scheduler.next;  // the first round's, as the static walk's
+      auto take_tile = [&] {
+        if constexpr (DYNAMIC) {
+          ring.publish(ticket);
+          return scheduler.tile_at(ticket, tile);
+        } else {
+          return scheduler.next_tile(tile);
+        }
+      };
+      while (take_tile()) {
         for (int kb = 0; kb < k_blocks; ++kb) {
           sm90::mbar_wait(&empty[stage], phase ^ 1);
           sm90::mbar_arrive_expect_tx(&full[stage], L::STAGE_BYTES);
@@ -183,9 +230,15 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
             phase ^= 1;
           }
         }
+        // Claimed once this tile's loads are issued: the consumers are then a ring of
+        // stages behind, time enough for the atomic's round trip.
+        if constexpr (DYNAMIC) ticket = counter.claim();
+      }
+      if constexpr (DYNAMIC) {
+        if (ticket >= counter.first_round) counter.finish(ticket, scheduler.tickets_end());
       }
     } else {  // the scales, asynchronously, so the warp runs ahead as TMA does
-      while (scheduler.next_tile(tile)) {
+      while (read_next_tile<DYNAMIC>(scheduler, ring, tile)) {
         // Rows at or past masked_m (never stored) read the last valid row's scales
         // instead: a caller may leave the unused rows' scales unwritten.
         const float* a_rows = p.a_scale + tile.group * p.as_stride_g;
@@ -228,6 +281,7 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
 
   Scheduler scheduler = scheduler_of(pipe);
   MaskedTile tile;
+  auto ring = ticket_ring_of(pipe);
   int stage = pipe * STAGES;  // ring position of the k block in flight
   u32 phase = 0;
   // Ping-pong between two consumer warpgroups, of one tile (always) or of the two
@@ -255,7 +309,7 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
     }
   };
   if (turn == 1) pass_turn();  // warpgroup 0 goes first
-  while (scheduler.next_tile(tile)) {
+  while (read_next_tile<DYNAMIC>(scheduler, ring, tile)) {
     const int m0 = tile.m0 + rank * BLOCK_M;  // this CTA's first row of the tile
     const bool active = m0 + consumer * WG_ROWS < tile.rows_valid;
     if (!active) {  // no valid row here: only keep the ring in step
@@ -385,7 +439,18 @@ __global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
     sm90_fp8_masked_gemm(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
                          const __grid_constant__ TmaMap tma_b) {
   sm90_gemm::masked_gemm<BLOCK_M, BLOCK_N, STAGES, NUM_CONSUMER_WG, PROMOTE_K, OUT_KIND, PIPES,
-                         TURNS, SPLIT_TAIL, 1>(p, tma_a, tma_b);
+                         TURNS, SPLIT_TAIL, false, 1>(p, tma_a, tma_b, nullptr);
+}
+
+// Tiles claimed at run time (DYNAMIC): tile_counter is zero at the launch
+// (common/tickets.cuh); no turns.
+template <int BLOCK_M, int BLOCK_N, int STAGES, int NUM_CONSUMER_WG, int PROMOTE_K,
+          int OUT_KIND, int PIPES, bool SPLIT_TAIL = false>
+__global__ void __launch_bounds__((NUM_CONSUMER_WG + 1) * 128, 1)
+    sm90_fp8_masked_gemm_claimed(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
+                                 const __grid_constant__ TmaMap tma_b, u64* tile_counter) {
+  sm90_gemm::masked_gemm<BLOCK_M, BLOCK_N, STAGES, NUM_CONSUMER_WG, PROMOTE_K, OUT_KIND, PIPES,
+                         false, SPLIT_TAIL, true, 1>(p, tma_a, tma_b, tile_counter);
 }
 
 // Clusters of two CTAs sharing each tile's b (masked_gemm); tma_b's box is half the tile.
@@ -395,6 +460,6 @@ __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__((NUM_CONSUMER_WG + 1
     sm90_fp8_masked_gemm_pair(const MaskedGemmParams p, const __grid_constant__ TmaMap tma_a,
                               const __grid_constant__ TmaMap tma_b) {
   sm90_gemm::masked_gemm<BLOCK_M, BLOCK_N, STAGES, NUM_CONSUMER_WG, PROMOTE_K, OUT_KIND, PIPES,
-                         TURNS, false, 2>(p, tma_a, tma_b);
+                         TURNS, false, false, 2>(p, tma_a, tma_b, nullptr);
   sm90::cluster_sync();  // no CTA leaves while its peer may still signal its barriers
 }

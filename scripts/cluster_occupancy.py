@@ -23,7 +23,7 @@ class LaunchConfig(ctypes.Structure):  # CUlaunchConfig
 
 def main():
     info = device_info(0)
-    default = sm90.reference_configs(info)[0]
+    default = dataclasses.replace(sm90.reference_configs(info)[0], dynamic=False)
     for config in (dataclasses.replace(default, cluster=2),
                    dataclasses.replace(default, cluster=2, turns=True)):
         problem = sm90.Problem(32, 1024, 7168, 2048, 256, OutKind.BF16)

@@ -22,8 +22,8 @@ VARIANTS, comma-separated: base (no edit) and
                   hand-overs assume rounds: it could hang)
 e.g. "base,loads_only,consumers_only,consumers_only+promote_once". Shapes are indices into
 bench_shapes.HOPPER (default: prefill G1, decode em64, em256 at n 4096); configs are
-block_m x block_n x promote_k x pipes [x cluster [x turns [x split_tail]]] (0 or 1 for the
-last two; default: 64x128x64x2, whole tiles). Every edit checks
+block_m x block_n x promote_k x pipes [x cluster [x turns [x split_tail [x dynamic]]]] (0 or 1
+for the last three; default: 64x128x64x2, whole tiles). Every edit checks
 that the text it replaces is there, so a kernel change that moves it fails loudly rather
 than timing the unedited kernel. --trees times each variant on each of several
 kernels_cu/ copies in the same run (say, another branch's, exported with

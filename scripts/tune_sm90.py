@@ -22,10 +22,12 @@ from cugroupgemm.families import sm90
 from cugroupgemm.testing import kernel_family, sm90_config
 
 CANDIDATES = [  # block_m, block_n, promote_k, pipes[, CTAs per cluster sharing b[, turns
-    # [, split_tail]]]
+    # [, split_tail[, dynamic]]]]
     (64, 128, 64, 1), (64, 128, 64, 2), (128, 128, 64, 1), (128, 128, 128, 1),
     (64, 128, 128, 2), (64, 128, 64, 2, 2), (64, 128, 64, 1, 2), (64, 128, 64, 2, 1, True),
     (64, 128, 64, 2, 2, True), (64, 128, 64, 2, 1, False, True), (128, 128, 64, 1, 1, False, True),
+    (64, 128, 64, 2, 1, False, False, True), (64, 128, 64, 2, 1, False, True, True),
+    (128, 128, 64, 1, 1, False, True, True),
 ]
 
 
@@ -37,11 +39,12 @@ def forced(config):
 
 
 def config_of(candidate, info):
-    """(block_m, block_n, promote_k, pipes[, cluster[, turns[, split_tail]]]) -> the
+    """(block_m, block_n, promote_k, pipes[, cluster[, turns[, split_tail[, dynamic]]]]) -> the
     config, stages from ``info``."""
     block_m, block_n, promote_k, pipes, *rest = candidate
     options = {name: kind(value) for (name, kind), value in
-               zip((("cluster", int), ("turns", bool), ("split_tail", bool)), rest)}
+               zip((("cluster", int), ("turns", bool), ("split_tail", bool),
+                    ("dynamic", bool)), rest)}
     return sm90.fitted_config(block_m, block_n, info, OutKind.F16, promote_k=promote_k,
                               pipes=pipes, **options)
 

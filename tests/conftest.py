@@ -79,6 +79,30 @@ from cugroupgemm.testing import (  # noqa: E402, F401 - shared by the test modul
 )
 
 
+def capture_torch_graph(step):
+    """A torch CUDA graph of ``step()`` (run once on a side stream first, outside the
+    capture, as torch advises) and what ``step`` returned inside the capture."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        result = step()
+    return graph, result
+
+
+def refill_torch_inputs(static: dict, inputs: dict) -> None:
+    """Copy ``inputs`` (make_gemm_inputs') into the torch tensors a graph captured."""
+    from cugroupgemm.bench_peers import torch_gemm_inputs
+
+    for name, tensor in torch_gemm_inputs(inputs).items():
+        static[name].copy_(tensor)
+
+
 class FakeTmaDriver:
     """Stands in for libcuda's tensor-map encoder: records each call, writes 128 bytes."""
 

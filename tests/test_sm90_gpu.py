@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from conftest import (
     assert_close_to_reference,
+    capture_torch_graph,
     make_gemm_inputs,
     reference_gpu,
+    refill_torch_inputs,
     to_cupy_float64,
 )
 
@@ -29,7 +31,8 @@ def force_sm90(monkeypatch):
 
 def force_config(block_m, block_n, promote_k=sm90.DEFAULT_PROMOTE_K, **options):
     """A context in which the sm90 family plans this tile shape (``options``: pipes,
-    cluster, turns, split_tail; stages from the device, out kind from the call)."""
+    cluster, turns, split_tail, dynamic; stages from the device, out kind from the
+    call)."""
     return sm90_config(sm90.fitted_config(block_m, block_n, device_info(0),
                                           promote_k=promote_k, **options))
 
@@ -62,35 +65,44 @@ def test_matches_the_reference(groups, m, n, k, masked, expected_m):
     check_f32(inputs, expected_m)
 
 
-@pytest.mark.parametrize("cluster, turns, split_tail", [
-    (1, False, False), (1, False, True), (2, False, False), (1, True, False), (2, True, False)])
+@pytest.mark.parametrize("cluster, turns, split_tail, dynamic", [
+    (1, False, False, False), (1, False, True, False), (2, False, False, False),
+    (1, True, False, False), (2, True, False, False), (1, False, False, True),
+    (1, False, True, True)])
 @pytest.mark.parametrize("groups, m, n, k, masked, expected_m", SHAPES)
-def test_rounds_pairs_and_turns_match_the_reference(cluster, turns, split_tail, groups, m, n,
-                                                    k, masked, expected_m):
+def test_rounds_pairs_and_turns_match_the_reference(cluster, turns, split_tail, dynamic, groups,
+                                                    m, n, k, masked, expected_m):
     """The default tile in whole tiles only, with its last round split into half tiles, in
-    clusters of two (b multicast) and with its pipelines taking turns, on the same grid:
-    rings that wrap, more tiles than SMs, groups whose rows fill only one CTA of a pair,
-    CTAs whose first pipeline has one tile more (or the only one), problems made only of
-    half tiles, last rounds of 24 and 56 tiles split in two."""
+    clusters of two (b multicast), with its pipelines taking turns, and with tiles claimed
+    at run time, on the same grid: rings that wrap, more tiles than SMs, groups whose rows
+    fill only one CTA of a pair, CTAs whose first pipeline has one tile more (or the only
+    one), problems made only of half tiles, last rounds of 24 and 56 tiles split in two."""
     inputs = make_gemm_inputs(groups, m, n, k, masked, seed=groups * 7 + m + n + 1)
-    with force_config(64, 128, pipes=2, cluster=cluster, turns=turns, split_tail=split_tail):
+    with force_config(64, 128, pipes=2, cluster=cluster, turns=turns, split_tail=split_tail,
+                      dynamic=dynamic):
         check_f32(inputs, expected_m)
 
 
-TILE_CONFIGS = [  # block_m, block_n, promote_k, pipes, cluster, split_tail
-    (64, 128, 64, 1, 1, False), (64, 128, 128, 1, 1, False), (128, 128, 64, 1, 1, False),
-    (128, 128, 128, 1, 1, False), (192, 64, 64, 1, 1, False), (192, 64, 128, 1, 1, False),
-    (64, 128, 64, 2, 1, False), (64, 64, 128, 2, 1, False), (64, 128, 128, 2, 1, False),
+TILE_CONFIGS = [  # block_m, block_n, promote_k, pipes, cluster, split_tail, dynamic
+    (64, 128, 64, 1, 1, False, False), (64, 128, 128, 1, 1, False, False),
+    (128, 128, 64, 1, 1, False, False), (128, 128, 128, 1, 1, False, False),
+    (192, 64, 64, 1, 1, False, False), (192, 64, 128, 1, 1, False, False),
+    (64, 128, 64, 2, 1, False, False), (64, 64, 128, 2, 1, False, False),
+    (64, 128, 128, 2, 1, False, False),
     # Pairs of CTAs sharing b (multicast): correct on the H200, not faster (log item 26).
-    (64, 128, 64, 2, 2, False), (64, 128, 64, 1, 2, False), (64, 64, 128, 2, 2, False),
-    (128, 128, 64, 1, 2, False),
+    (64, 128, 64, 2, 2, False, False), (64, 128, 64, 1, 2, False, False),
+    (64, 64, 128, 2, 2, False, False), (128, 128, 64, 1, 2, False, False),
     # These small problems are one round: split in halves where they fill at most half of
     # it (most with two pipelines), whole tiles otherwise.
-    (64, 128, 64, 2, 1, True), (128, 128, 64, 1, 1, True), (64, 128, 128, 1, 1, True),
+    (64, 128, 64, 2, 1, True, False), (128, 128, 64, 1, 1, True, False),
+    (64, 128, 128, 1, 1, True, False),
+    # Tiles claimed at run time (one round here: the tickets and their ring's end marker).
+    (64, 128, 64, 2, 1, False, True), (64, 128, 64, 2, 1, True, True),
+    (128, 128, 64, 1, 1, True, True), (192, 64, 64, 1, 1, False, True),
 ]
 
 
-@pytest.mark.parametrize("block_m, block_n, promote_k, pipes, cluster, split_tail",
+@pytest.mark.parametrize("block_m, block_n, promote_k, pipes, cluster, split_tail, dynamic",
                          TILE_CONFIGS)
 @pytest.mark.parametrize("groups, m, n, k, masked", [
     (3, 200, 400, 1280, [200, 0, 65]),  # partial n tiles of 64 and 128, 10 k blocks
@@ -99,11 +111,11 @@ TILE_CONFIGS = [  # block_m, block_n, promote_k, pipes, cluster, split_tail
     (3, 300, 208, 384, [300, 257, 191]),  # rows at the 192-row tile edges
     (2, 64, 256, 256, [0, 0]),  # no valid row: no tile at all
 ])
-def test_every_tile_shape(block_m, block_n, promote_k, pipes, cluster, split_tail, groups, m,
-                          n, k, masked):
+def test_every_tile_shape(block_m, block_n, promote_k, pipes, cluster, split_tail, dynamic,
+                          groups, m, n, k, masked):
     inputs = make_gemm_inputs(groups, m, n, k, masked, seed=block_m + block_n + n)
     with force_config(block_m, block_n, promote_k, pipes=pipes, cluster=cluster,
-                      split_tail=split_tail):
+                      split_tail=split_tail, dynamic=dynamic):
         check_f32(inputs, 64)
 
 
@@ -198,3 +210,67 @@ def test_upstream_like_random_masks():
         masked = rng.integers(0, m, size=groups)
         inputs = make_gemm_inputs(groups, m, n, k, masked, seed=int(masked.sum()) % 1000)
         check_f32(inputs, min(int(np.mean(masked)) + 1, m))
+
+
+def _counter_value(address: int) -> int:
+    import cupy as cp
+
+    memory = cp.cuda.UnownedMemory(address, 8, None, 0)
+    return int(cp.ndarray((1,), cp.uint64, cp.cuda.MemoryPointer(memory, 0)).get()[0])
+
+
+@pytest.mark.parametrize("split_tail", [False, True])
+def test_claimed_tiles_on_two_streams_at_once_leave_their_counters_at_zero(split_tail):
+    """Tiles claimed at run time: three launches queued back to back on each of two
+    streams that run at the same time, into NaN-poisoned outputs (a tile claimed by no
+    pipeline stays NaN); each stream's counter is zero again afterwards."""
+    import cupy as cp
+
+    from cugroupgemm import tile_counters
+
+    masks = ([512, 500, 447, 1, 384, 129, 64, 0], [3, 300, 511, 512, 77, 0, 65, 250])
+    problems = [make_gemm_inputs(8, 512, 2048, 1024, masked, seed=40 + i)
+                for i, masked in enumerate(masks)]
+    streams = [cp.cuda.Stream(non_blocking=True) for _ in problems]
+    cp.cuda.runtime.deviceSynchronize()  # the inputs, made on the legacy stream
+    launched = []
+    with force_config(64, 128, pipes=2, split_tail=split_tail, dynamic=True):
+        for _ in range(3):
+            for stream, inputs in zip(streams, problems):
+                with stream:
+                    out = cp.full((8, 512, 2048), cp.nan, dtype=cp.float32)
+                    gemm(**inputs, expected_m=256, out=out)
+                launched.append((out, inputs))
+    cp.cuda.runtime.deviceSynchronize()
+    for out, inputs in launched:
+        assert_close_to_reference(out.astype(cp.float64), reference_gpu(**inputs),
+                                  inputs["masked_m"])
+    for stream in streams:
+        assert _counter_value(tile_counters.counter_for(0, stream.ptr)) == 0
+
+
+def test_claimed_tiles_in_a_cuda_graph_replayed_on_other_streams():
+    """A launch recorded into a CUDA graph has a counter of its own, which each replay
+    (on any stream, new data and masked_m each time, NaN-poisoned output) leaves at zero
+    for the next."""
+    import torch
+
+    groups, m, n, k = 8, 512, 2048, 256  # 1024 tiles of 64 x 128: claims past round one
+    static = torch_gemm_inputs(make_gemm_inputs(groups, m, n, k, [m] * groups, seed=50))
+    static = {name: t.clone() for name, t in static.items()}
+    out = torch.empty((groups, m, n), dtype=torch.float32, device="cuda")
+    with force_config(64, 128, pipes=2, dynamic=True):
+        graph, _ = capture_torch_graph(lambda: gemm(**static, expected_m=256, out=out))
+    rng = np.random.default_rng(6)
+    for replay in range(4):
+        masked = rng.integers(0, m + 1, size=groups)
+        inputs = make_gemm_inputs(groups, m, n, k, masked, seed=60 + replay)
+        refill_torch_inputs(static, inputs)
+        out.fill_(float("nan"))
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            graph.replay()
+        torch.cuda.synchronize()
+        assert_close_to_reference(to_cupy_float64(out), reference_gpu(**inputs),
+                                  inputs["masked_m"])

@@ -49,11 +49,19 @@ def test_a_wide_tile_in_one_pipeline_where_groups_hold_one_to_two_small_tiles(ex
 
 
 def test_the_reference_configs_are_the_heuristics_choices():
-    whole, wide, split = sm90.reference_configs()
+    whole, wide, claimed_split, split = sm90.reference_configs()
     assert (whole.block_m, whole.block_n, whole.pipes, whole.stages) == (64, 128, 2, 4)
     assert (wide.block_m, wide.block_n, wide.pipes, wide.stages) == (128, 128, 1, 6)
-    assert split == dataclasses.replace(whole, split_tail=True) and wide.split_tail
+    assert claimed_split == dataclasses.replace(whole, split_tail=True) and wide.split_tail
+    assert split == dataclasses.replace(claimed_split, dynamic=False)
     assert not whole.split_tail and whole.out_kind == wide.out_kind == OutKind.BF16
+    assert whole.dynamic and wide.dynamic
+
+
+@pytest.mark.parametrize("expected_m, claimed", [(1, True), (64, True), (97, True),
+                                                 (127, True), (128, False), (4096, False)])
+def test_tiles_are_claimed_at_run_time_below_expected_m_128(expected_m, claimed):
+    assert sm90.choose_config(problem(expected_m=expected_m), H100).dynamic == claimed
 
 
 @pytest.mark.parametrize("expected_m, split", [(1, False), (63, False), (64, True), (96, True),
@@ -65,12 +73,12 @@ def test_the_last_round_is_split_where_the_arithmetic_bounds_the_time(expected_m
 def test_worked_examples_of_the_docstring():
     config = sm90.choose_config(problem(groups=4, m=4096, n=7168, expected_m=256), H100)
     assert sm90.scale_slot_bytes(64) == 272  # 65 floats in 16-byte units
-    assert config.stages == (232448 - 1024) // (2 * (24576 + 16 + 272)) == 4
-    assert config.smem_bytes == 2 * 4 * 24864 + 1024 == 199936
+    assert config.stages == (232448 - 1024) // (2 * (24576 + 40 + 272)) == 4
+    assert config.smem_bytes == 2 * 4 * 24888 + 1024 == 200128
     wide = sm90.choose_config(problem(expected_m=64), H100)
     assert sm90.scale_slot_bytes(128) == 528  # 129 floats in 16-byte units
-    assert wide.stages == (232448 - 1024) // (32768 + 16 + 528) == 6
-    assert wide.smem_bytes == 6 * 33312 + 1024 == 200896
+    assert wide.stages == (232448 - 1024) // (32768 + 40 + 528) == 6
+    assert wide.smem_bytes == 6 * 33336 + 1024 == 201040
 
 
 def test_the_layout_mirror_matches_the_kernel():
@@ -119,7 +127,7 @@ def test_every_plan_fits_the_device(device, expected_m):
 def test_stages_come_from_the_device_not_a_literal():
     big = sm90.choose_config(problem(expected_m=8), H100)
     small = sm90.choose_config(problem(expected_m=8), SMALL_SMEM)
-    assert small.stages == (101376 - 1024) // (2 * 24864) == 2 < big.stages
+    assert small.stages == (101376 - 1024) // (2 * 24888) == 2 < big.stages
 
 
 def test_too_little_shared_memory_is_a_clear_error():
@@ -176,6 +184,22 @@ def test_expression_names_every_template_argument():
         sm90.Sm90Config(128, 128, 4, OutKind.BF16, turns=True)  # one pipeline: no turns
     split = dataclasses.replace(piped, split_tail=True)
     assert split.expression() == "sm90_fp8_masked_gemm<64, 128, 4, 2, 64, 0, 2, false, true>"
+    claimed = dataclasses.replace(split, dynamic=True)
+    assert claimed.expression() == "sm90_fp8_masked_gemm_claimed<64, 128, 4, 2, 64, 0, 2, true>"
+
+
+@pytest.mark.parametrize("options", [dict(cluster=2), dict(turns=True)])
+def test_tiles_claimed_at_run_time_need_one_cta_and_no_turns(options):
+    with pytest.raises(ValueError, match="unsupported sm90 config"):
+        sm90.Sm90Config(**{**dict(block_m=64, block_n=128, stages=4, out_kind=OutKind.BF16,
+                                   pipes=2, dynamic=True), **options})
+
+
+def test_only_a_plan_that_claims_tiles_takes_a_counter():
+    problem_ = problem(expected_m=256)
+    for dynamic in (False, True):
+        config = sm90.fitted_config(64, 128, H100, pipes=2, dynamic=dynamic)
+        assert sm90.plan(problem_, H100, config).tile_counter == dynamic
 
 
 @pytest.mark.parametrize("options", [dict(block_n=64), dict(cluster=2), dict(turns=True)])
@@ -187,7 +211,7 @@ def test_split_tails_need_128_columns_one_cta_and_no_turns(options):
 
 def test_fitted_config_takes_the_stages_that_fit_and_the_options_given():
     config = sm90.fitted_config(64, 128, H100, OutKind.F16, pipes=2, split_tail=True)
-    assert config.stages == (232448 - 1024) // (2 * (24576 + 16 + 272)) == 4
+    assert config.stages == (232448 - 1024) // (2 * (24576 + 40 + 272)) == 4
     assert (config.out_kind, config.pipes, config.split_tail) == (OutKind.F16, 2, True)
     assert (config.promote_k, config.cluster, config.turns) == (64, 1, False)  # defaults
 
@@ -271,8 +295,13 @@ def test_instances_compile_without_spills_or_ignored_register_hints(spec):
     assert check.tensor_core_ok and check.local_memory_ops == 0
     block_n = int(spec.expression.split(",")[1])
     assert f"QGMMA.64x{block_n}x32.F32.E4M3.E4M3" in check.sass
-    if spec.expression.endswith("false, true>"):  # split_tail (no turns)
+    claimed = "_claimed<" in spec.expression
+    flags = spec.expression[:-1].split(", ")[7:]  # [turns, split_tail] or _claimed's [split_tail]
+    if flags[-1:] == ["true"] and (claimed or len(flags) == 2):  # split_tail
         assert f"QGMMA.64x{block_n // 2}x32.F32.E4M3.E4M3" in check.sass  # the half tiles
+    # The claims of tiles handed out at run time (and the reset by the last), only there.
+    claims = ("ATOMG.E.ADD.64.STRONG.GPU", "ATOMG.E.EXCH.64.STRONG.GPU")
+    assert all((claim in check.sass) == claimed for claim in claims)
     assert "UTMALDG.3D" in check.sass and "LDGSTS" in check.sass  # operands and scales
     if "_pair<" in spec.expression:  # b by multicast, barriers signalled across the pair
         assert "UTMALDG.3D.MULTICAST" in check.sass and "UCGABAR_WAIT" in check.sass

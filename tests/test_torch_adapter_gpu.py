@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from conftest import (
     assert_close_to_reference,
+    capture_torch_graph,
     make_gemm_inputs,
     reference_gpu,
+    refill_torch_inputs,
     to_cupy_float64,
 )
 
@@ -103,21 +105,12 @@ def test_cuda_graph_replays_with_new_data_and_new_masked_m():
         gemm(**static, expected_m=40, out=out)
         return gemm(**static, expected_m=40, out_dtype=torch.float32)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up outside the capture, as torch advises
-        step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        functional = step()
-
+    graph, functional = capture_torch_graph(step)
     rng = np.random.default_rng(5)
     for replay in range(4):
         masked = rng.integers(0, m + 1, size=groups)
         inputs = make_gemm_inputs(groups, m, n, k, masked, seed=40 + replay)
-        for name, tensor in torch_gemm_inputs(inputs).items():
-            static[name].copy_(tensor)
+        refill_torch_inputs(static, inputs)
         out.fill_(POISON)
         graph.replay()
         torch.cuda.synchronize()

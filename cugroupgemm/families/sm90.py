@@ -3,7 +3,9 @@
 A persistent kernel: at most one CTA per SM walks the masked tile list (group, n tile,
 m tile; m tiles past clamp(masked_m[g], 0, m) skipped) with a stride of the grid size
 (of the number of clusters, for CTAs paired in clusters); a last partial round whose
-half tiles fit one round runs as half tiles (split_tail, from expected_m 64 on).
+half tiles fit one round runs as half tiles (split_tail, from expected_m 64 on). Below
+expected_m 128 the tiles after each pipeline's first are claimed at run time instead
+(dynamic; the launch passes a zeroed counter, tile_counters.py).
 Each CTA has one producer warpgroup (TMA for the operands, cp.async for the scales) and
 one or two independent pipelines, each with its own tiles, ring of stages and
 BLOCK_M / 64 consumer warpgroups; stages of (BLOCK_M + BLOCK_N) x 128 bytes plus their
@@ -37,10 +39,12 @@ MAX_CONSUMER_WARPGROUPS = 3  # a fourth would leave each fewer registers than a 
 # four results per k block would not fit the registers beside the accumulators.)
 PROMOTE_K_CHOICES = (64, 128)
 DEFAULT_PROMOTE_K = 64
-# Mirrors of kernels_cu/sm90_fp8_masked_gemm.cu (Layout): barrier bytes per stage (full +
-# empty mbarrier), the scale slot (block_m a scales + one b scale, fp32, in 16-byte
-# units) and the slack for aligning the dynamic window to 1024 bytes.
-BARRIER_BYTES_PER_STAGE = 16
+# Mirrors of kernels_cu/sm90_fp8_masked_gemm.cu (Layout): bookkeeping bytes per stage (full
+# and empty mbarriers; the ticket ring's slot of two mbarriers and a ticket, which every
+# instance lays out, used with `dynamic`), the scale slot (block_m a scales + one b
+# scale, fp32, in 16-byte units) and the slack for aligning the dynamic window to 1024
+# bytes.
+BOOKKEEPING_BYTES_PER_STAGE = 16 + 24
 SMEM_ALIGN_SLACK = 1024
 MIN_STAGES = 2
 MAX_STAGES = 16
@@ -69,12 +73,18 @@ class Sm90Config:
     # block_n / 2 columns (kernels_cu/common/scheduler.cuh): needs block_n 128, no
     # cluster, no turns.
     split_tail: bool = False
+    # Tiles after each pipeline's first are claimed at run time from a counter in global
+    # memory (kernels_cu/common/tickets.cuh; the launch passes a zeroed one,
+    # tile_counters.py), so a pipeline that runs ahead takes more: needs no cluster, no
+    # turns.
+    dynamic: bool = False
 
     def __post_init__(self):
         if (self.block_m % WG_ROWS or self.pipes not in (1, 2) or self.cluster not in (1, 2)
                 or (self.turns and (self.pipes, self.block_m) != (2, WG_ROWS))
                 or (self.split_tail and (self.block_n != 128 or self.cluster != 1
                                          or self.turns))
+                or (self.dynamic and (self.cluster != 1 or self.turns))
                 or not 1 <= self.pipes * self.block_m // WG_ROWS <= MAX_CONSUMER_WARPGROUPS
                 or self.block_n not in BLOCK_N_CHOICES
                 or self.promote_k not in PROMOTE_K_CHOICES):
@@ -97,10 +107,15 @@ class Sm90Config:
         return smem_bytes(self.block_m, self.block_n, self.stages, self.pipes)
 
     def expression(self) -> str:
-        kernel = "sm90_fp8_masked_gemm" if self.cluster == 1 else "sm90_fp8_masked_gemm_pair"
+        if self.dynamic:  # its own entry point: it takes the tile counter, and no turns
+            kernel, flags = "sm90_fp8_masked_gemm_claimed", _flags(self.split_tail)
+        elif self.cluster == 2:
+            kernel, flags = "sm90_fp8_masked_gemm_pair", _flags(self.turns)
+        else:
+            kernel, flags = "sm90_fp8_masked_gemm", _flags(self.turns, self.split_tail)
         return (f"{kernel}<{self.block_m}, {self.block_n}, {self.stages}, "
                 f"{self.consumer_warpgroups}, {self.promote_k}, {int(self.out_kind)}, "
-                f"{self.pipes}{_flags(self.turns, self.split_tail)}>")
+                f"{self.pipes}{flags}>")
 
 
 def _flags(*flags: bool) -> str:
@@ -122,7 +137,7 @@ def scale_slot_bytes(block_m: int) -> int:
 
 
 def _bytes_per_stage(block_m: int, block_n: int) -> int:
-    return stage_bytes(block_m, block_n) + BARRIER_BYTES_PER_STAGE + scale_slot_bytes(block_m)
+    return stage_bytes(block_m, block_n) + BOOKKEEPING_BYTES_PER_STAGE + scale_slot_bytes(block_m)
 
 
 def smem_bytes(block_m: int, block_n: int, stages: int, pipes: int = 1) -> int:
@@ -163,31 +178,40 @@ WIDE_ROWS = range(64, 97)
 # expected_m 64-256, but 0.3-2.5 % slower at expected_m 8-32 (a different schedule and
 # every role reading all of masked_m first: item 34), which keep the whole-tile build.
 SPLIT_TAIL_FROM = 64
+# Below this expected_m, tiles after each pipeline's first are claimed at run time
+# (Sm90Config.dynamic). Measured on the H200 (docs/performance.md, log item 35), same
+# run, two rounds: 1-2 % faster at expected_m 8 and 32, 2.5-4 % at 64 (the wide tile);
+# even at 128, and 1-7 % slower at 256 and prefill, where the split last round's half
+# tiles then no longer land one per SM.
+DYNAMIC_BELOW = 128
 
 
 def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
     """The tile (TILE in PIPES pipelines, or WIDE_TILE in one where expected_m is in
     WIDE_ROWS), its last partial round split into half tiles from expected_m
-    SPLIT_TAIL_FROM on, stages from the device's shared memory.
+    SPLIT_TAIL_FROM on, its tiles claimed at run time below expected_m DYNAMIC_BELOW,
+    stages from the device's shared memory.
 
     - promote_k: DEFAULT_PROMOTE_K (accuracy; docs/performance.md).
     - stages per pipeline: as many as fit the device's opt-in shared memory
       (smem_per_block_optin, less 1024 bytes of alignment slack), at most 16; a stage is
-      (block_m + block_n) x 128 operand bytes, 16 bytes of barriers and the scale slot
-      (block_m + 1 floats in 16-byte units); fewer than 2 is an error.
+      (block_m + block_n) x 128 operand bytes, 40 bytes of bookkeeping (four mbarriers
+      and a ticket) and the scale slot (block_m + 1 floats in 16-byte units); fewer than
+      2 is an error.
 
     Worked examples (H100: 232448 B opt-in):
     - expected_m 256 -> block_m 64, block_n 128, two pipelines of
-      (232448 - 1024) // (2 * (24576 + 16 + 272)) = 4 stages, smem
-      2 * 4 * 24864 + 1024 = 199936 B, 384 threads;
+      (232448 - 1024) // (2 * (24576 + 40 + 272)) = 4 stages, smem
+      2 * 4 * 24888 + 1024 = 200128 B, 384 threads;
     - expected_m 64 -> block_m 128, block_n 128, one pipeline of
-      (232448 - 1024) // (32768 + 16 + 528) = 6 stages, smem 6 * 33312 + 1024 = 200896 B,
+      (232448 - 1024) // (32768 + 40 + 528) = 6 stages, smem 6 * 33336 + 1024 = 201040 B,
       384 threads.
     """
     (block_m, block_n), pipes = ((WIDE_TILE, 1) if problem.expected_m in WIDE_ROWS
                                  else (TILE, PIPES))
     return fitted_config(block_m, block_n, info, problem.out_kind, pipes=pipes,
-                         split_tail=problem.expected_m >= SPLIT_TAIL_FROM)
+                         split_tail=problem.expected_m >= SPLIT_TAIL_FROM,
+                         dynamic=problem.expected_m < DYNAMIC_BELOW)
 
 
 def fitted_config(block_m: int, block_n: int, info: DeviceInfo,
@@ -217,18 +241,19 @@ def plan(problem: Problem, info: DeviceInfo, config: Sm90Config | None = None) -
     never the output kind, which is the problem's."""
     config = config or choose_config(problem, info)
     return persistent_plan("sm90", SOURCE, TARGET, config, problem, info, config.block_m,
-                           config.block_n, config.threads, config.cluster)
+                           config.block_n, config.threads, config.cluster, config.dynamic)
 
 
 def persistent_plan(family: str, source: str, target: str, config, problem: Problem,
                     info: DeviceInfo, block_m: int, block_n: int, threads: int,
-                    cluster: int = 1) -> LaunchPlan:
+                    cluster: int = 1, tile_counter: bool = False) -> LaunchPlan:
     """The plan of a persistent TMA kernel (this family's and sm100's): ``config`` takes
     the problem's output kind and must fit the device's shared memory; one CTA per SM, or
     per tile that could be live if fewer (masked_m stays on the GPU, so every m tile
     counts; kernels_cu/common/scheduler.cuh hands a CTA's pipelines whole rounds). With
     clusters of ``cluster`` CTAs sharing tiles of cluster x block_m rows, as many whole
-    clusters as fit the SMs.
+    clusters as fit the SMs. ``tile_counter``: the kernel takes a zeroed counter after
+    its other arguments (launch.KernelLaunch.run passes it).
     NOTE: that assumes every cluster of the grid can be resident at once: true of pairs
     on the H200 (66 of 132 SMs' worth, cuOccupancyMaxActiveClusters through
     scripts/cluster_occupancy.py, 2026-12-02); a grid larger than that would serialise
@@ -242,7 +267,7 @@ def persistent_plan(family: str, source: str, target: str, config, problem: Prob
     clusters = min(info.sm_count // cluster, most_tiles(problem, block_m * cluster, block_n))
     grid = (cluster * max(1, clusters), 1, 1)
     spec = KernelSpec(source, config.expression(), target)
-    return LaunchPlan(spec, grid, (threads, 1, 1), config.smem_bytes, config)
+    return LaunchPlan(spec, grid, (threads, 1, 1), config.smem_bytes, config, tile_counter)
 
 
 def _operand_map(argument: str, view: TensorView, rows_box: int) -> tma.TensorMap:
@@ -266,24 +291,28 @@ def extra_arguments(plan: LaunchPlan, views: dict[str, TensorView]) -> tuple:
 
 
 def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
-    """The configs the heuristics pick (TILE in whole tiles, WIDE_TILE and TILE with a
-    split last round), planned for ``info``, bf16 out."""
+    """The configs the heuristics pick (TILE in whole tiles, WIDE_TILE with a split last
+    round, both with tiles claimed at run time; TILE with a split last round, claimed and
+    not), planned for ``info``, bf16 out."""
     return [choose_config(Problem(1, 4096, BLOCK_K, BLOCK_K, expected_m, OutKind.BF16), info)
-            for expected_m in (1, WIDE_ROWS.start, WIDE_ROWS.stop)]
+            for expected_m in (1, WIDE_ROWS.start, WIDE_ROWS.stop, DYNAMIC_BELOW)]
 
 
 def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
-    whole, wide, split = reference_configs()
-    # The other output kinds; the wide tile in whole tiles, the other one-pipeline tiles,
-    # the other promote_k choice, the pair sharing b and the pipelines taking turns, which
-    # a caller can ask for through plan(config=).
-    configs = [whole, wide, split, dataclasses.replace(split, out_kind=OutKind.F32),
+    whole, wide, claimed_split, split = reference_configs()
+    static_whole = dataclasses.replace(whole, dynamic=False)
+    # The other output kinds; the wide tile in whole tiles, TILE in whole tiles without
+    # claims, the other one-pipeline tiles, the other promote_k choice, the pair sharing b
+    # and the pipelines taking turns, which a caller can ask for through plan(config=).
+    configs = [whole, wide, claimed_split, split,
+               dataclasses.replace(split, out_kind=OutKind.F32),
                dataclasses.replace(split, out_kind=OutKind.F16),
-               dataclasses.replace(wide, split_tail=False),
+               dataclasses.replace(wide, split_tail=False), static_whole,
                fitted_config(64, 128, REFERENCE_DEVICE), fitted_config(192, 64, REFERENCE_DEVICE),
                dataclasses.replace(wide, promote_k=128),
-               dataclasses.replace(whole, cluster=2), dataclasses.replace(whole, turns=True),
-               dataclasses.replace(whole, cluster=2, turns=True)]
+               dataclasses.replace(static_whole, cluster=2),
+               dataclasses.replace(static_whole, turns=True),
+               dataclasses.replace(static_whole, cluster=2, turns=True)]
     return [(KernelSpec(SOURCE, config.expression(), target), r"QGMMA") for config in configs]
 
 

@@ -1,6 +1,7 @@
 // The masked persistent tile scheduler: a deterministic walk that every role of a
 // pipeline (TMA producer, scale copier, each consumer warpgroup) replays on its own, so
-// they agree on the sequence of tiles without talking to each other.
+// they agree on the sequence of tiles without talking to each other. (Tiles handed out
+// at run time, common/tickets.cuh, use the same walk: a ticket is a tile index below.)
 //
 // Tiles are numbered in the order (group, n tile, m tile), m fastest, counting only the
 // m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to unit t % units,
@@ -81,7 +82,21 @@ struct MaskedTileScheduler {
 
   __device__ static i32 m_tiles_in(i32 rows) { return (rows + BLOCK_M - 1) / BLOCK_M; }
 
-  // The next tile of this CTA; false when none is left.
+  // The tile of `ticket` (an index of the walk: past split_from, of a half tile); false
+  // past the last. Tickets must come in increasing order (the walk over the groups only
+  // goes forward). It moves the static walk to the ticket: the static walk's code is
+  // kept as it was, as any change of it moves the kernel's speed (docs/performance.md,
+  // log items 30, 33).
+  __device__ bool tile_at(i64 ticket, MaskedTile& tile) {
+    next = ticket;
+    return next_tile(tile);
+  }
+
+  // Once tile_at returned false: the number of tickets (tiles, or with a split last
+  // round the tickets up to split_end).
+  __device__ i64 tickets_end() const { return split_end != I64_MAX ? split_end : group_base; }
+
+  // The next tile of this pipeline in the static walk; false when none is left.
   __device__ bool next_tile(MaskedTile& tile) {
     i64 index = next;
     tile.half = 0;

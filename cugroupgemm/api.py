@@ -61,7 +61,7 @@ def batch_deepgemm_fp8_nt_groupwise(a, b, a_scale, b_scale, masked_m, expected_m
         result = out
     launched = launch_gemm(views, problem, context.device_id, context.stream)
     warm_calls.remember(warm_key, launched, problem, out is None)
-    return result
+    return frameworks.deliver(context.framework, result)
 
 
 def check_problem(views: dict[str, TensorView], expected_m, granularity,
@@ -80,9 +80,10 @@ def check_problem(views: dict[str, TensorView], expected_m, granularity,
 
 
 def launch_gemm(views: dict[str, TensorView], problem: Problem, device_id: int,
-                stream: int) -> tuple[Family, KernelLaunch] | None:
-    """Launch the GEMM on validated views (``out`` included) on a raw CUDA stream handle;
-    returns the family and the launch (None for an empty problem: nothing to launch).
+                stream: int, family: Family | None = None) -> tuple[Family, KernelLaunch] | None:
+    """Launch the GEMM on validated views (``out`` included) on a raw CUDA stream handle,
+    with ``family`` (default: the dispatcher's choice for the device); returns the family
+    and the launch (None for an empty problem: nothing to launch).
 
     Host work only: no allocation, no synchronisation, so it may run while the stream
     is being captured into a CUDA graph or an XLA command buffer.
@@ -90,7 +91,7 @@ def launch_gemm(views: dict[str, TensorView], problem: Problem, device_id: int,
     if problem.is_empty:
         return None
     info = device_info(device_id)
-    family = dispatch.choose_family(info)
+    family = family or dispatch.choose_family(info)
     plan = family.plan(problem, info)
     if env.print_config():
         print(f"cugroupgemm: {family.name} {plan.spec.expression} for {plan.spec.target} "

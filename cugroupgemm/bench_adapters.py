@@ -31,11 +31,22 @@ def time_per_call(call, calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
+def jax_gemm_inputs(inputs: dict) -> dict:
+    """The GEMM's CuPy inputs (e4m3 as uint8) as JAX arrays on the same memory, a and b
+    as float8_e4m3fn (these paths' and the GPU tests')."""
+    import jax
+    import jax.numpy as jnp
+
+    arrays = {name: jax.dlpack.from_dlpack(array) for name, array in inputs.items()}
+    for name in ("a", "b"):
+        arrays[name] = jax.lax.bitcast_convert_type(arrays[name], jnp.float8_e4m3fn)
+    return arrays
+
+
 def jax_paths(inputs, expected_m: int):
     """(name, call) for the JAX paths, the eager one first; [] without JAX on a GPU."""
     try:
         import jax
-        import jax.numpy as jnp
     except ImportError:
         return []
     if jax.default_backend() != "gpu":
@@ -43,9 +54,7 @@ def jax_paths(inputs, expected_m: int):
     from . import jax_ops
     from .api import batch_deepgemm_fp8_nt_groupwise as eager_gemm
 
-    arrays = {name: jax.dlpack.from_dlpack(array) for name, array in inputs.items()}
-    for name in ("a", "b"):
-        arrays[name] = jax.lax.bitcast_convert_type(arrays[name], jnp.float8_e4m3fn)
+    arrays = jax_gemm_inputs(inputs)
 
     def jitted(command_buffer_compatible):
         return jax.jit(lambda x: jax_ops.batch_deepgemm_fp8_nt_groupwise(

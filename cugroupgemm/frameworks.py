@@ -94,7 +94,8 @@ def _cupy_dtype(dtype: dtypes.DType):
 
 def allocate(framework: str, shape: tuple[int, ...], dtype: dtypes.DType, device_id: int,
              stream: int):
-    """A new contiguous device array in the caller's framework: (its view, the array).
+    """A new contiguous device array for the caller's framework: (its view, the array to
+    pass to ``deliver`` once the work that writes it is queued on ``stream``).
 
     The memory is taken on ``stream``, the launch stream: a stream-ordered allocator
     (torch's, CuPy's pool) then never hands it to other work on another stream while the
@@ -132,10 +133,21 @@ def _allocate(framework, shape, dtype, device_id, stream):
     view = _view_of(array.data.ptr, shape, dtype, device_id, array)
     if framework == "cupy":
         return view, array
+    # Handed over by deliver: its consumer's stream is ordered after ours when it takes
+    # the capsule, which must come after the launch that writes it.
     ordering = _order_after(stream, device_id)
-    export = dlpack.Export(view.ptr, shape, dtype, device_id, keepalive=array,
-                           before_export=ordering)
-    return view, _from_dlpack(framework, export)
+    return view, dlpack.Export(view.ptr, shape, dtype, device_id, keepalive=array,
+                               before_export=ordering)
+
+
+def deliver(framework: str, allocated):
+    """The caller's array for ``allocate``'s result, the work that writes it queued:
+    torch tensors and CuPy arrays as they are; for another framework (JAX) the memory is
+    imported now, its stream made to wait for ours (importing it at allocation would
+    order it before the launch only)."""
+    if isinstance(allocated, dlpack.Export):
+        return _from_dlpack(framework, allocated)
+    return allocated
 
 
 def _view_of(ptr, shape, dtype, device_id, owner) -> TensorView:

@@ -100,8 +100,12 @@ def _quantize(kernel: str, x, power_of_two_scale: bool, stream):
                                     context.device_id, context.stream)
     s_view, s = frameworks.allocate(context.framework, (*lead, *scale_tail), dtypes.FLOAT32,
                                     context.device_id, context.stream)
+
+    def delivered():  # the caller's arrays, once any launch that writes them is queued
+        return tuple(frameworks.deliver(context.framework, array) for array in (q, s))
+
     if view.numel == 0:
-        return q, s
+        return delivered()
     config = QuantConfig(kernel, in_kind, bool(power_of_two_scale))
     spec = KernelSpec(SOURCE, config.expression(), plain_target(device_info(context.device_id)))
     if kernel == "per_token_cast_to_fp8":
@@ -113,7 +117,7 @@ def _quantize(kernel: str, x, power_of_two_scale: bool, stream):
                           0, config)
     params = QuantParams(view.ptr, q_view.ptr, s_view.ptr, *strides, groups, rows, cols)
     launch(plan, context.device_id, context.stream, params)
-    return q, s
+    return delivered()
 
 
 def check_specs(target: str) -> list[KernelSpec]:

@@ -221,7 +221,7 @@ def _run(family, info, spec: Probe, inputs: dict) -> np.ndarray:
     import cupy
 
     from . import dlpack, dtypes
-    from .launch import gemm_params, launch
+    from .api import launch_gemm
     from .problem import Problem
 
     problem = Problem(spec.groups, spec.m, spec.n, spec.k, spec.expected_m, spec.out_kind)
@@ -233,11 +233,7 @@ def _run(family, info, spec: Probe, inputs: dict) -> np.ndarray:
                                      tuple(s // array.itemsize for s in array.strides),
                                      kinds[name], dlpack.KDL_CUDA, info.device_id, False, array)
              for name, array in {**inputs, "out": out}.items()}
-    plan = family.plan(problem, info)
-    params = gemm_params(problem, views["a"], views["b"], views["a_scale"], views["b_scale"],
-                         views["masked_m"], views["out"])
-    stream = cupy.cuda.get_current_stream().ptr
-    launch(plan, info.device_id, stream, params, *family.extra_arguments(plan, views))
+    launch_gemm(views, problem, info.device_id, cupy.cuda.get_current_stream().ptr, family)
     return out.get()  # waits for the launch
 
 

@@ -13,21 +13,12 @@ from conftest import (
 
 import cugroupgemm
 from cugroupgemm import batch_deepgemm_fp8_nt_groupwise as gemm
+from cugroupgemm.bench_adapters import jax_gemm_inputs
 from cugroupgemm.bench_peers import torch_gemm_inputs as torch_inputs
 
 pytestmark = pytest.mark.gpu
 
 POISON_BITS = 0x7E57  # a finite bf16/f16 pattern no result row should hold by chance
-
-
-def jax_inputs(inputs):
-    import jax
-    import jax.numpy as jnp
-
-    converted = {name: jax.dlpack.from_dlpack(array) for name, array in inputs.items()}
-    for name in ("a", "b"):
-        converted[name] = jax.lax.bitcast_convert_type(converted[name], jnp.float8_e4m3fn)
-    return converted
 
 
 def expected_m_of(masked_m, m):
@@ -72,7 +63,8 @@ def test_jax_inputs_give_jax_results(groups, m, n, k, masked):
     import jax.numpy as jnp
 
     inputs = make_gemm_inputs(groups, m, n, k, masked, seed=12)
-    out = gemm(**jax_inputs(inputs), expected_m=expected_m_of(masked, m), out_dtype=jnp.bfloat16)
+    out = gemm(**jax_gemm_inputs(inputs), expected_m=expected_m_of(masked, m),
+               out_dtype=jnp.bfloat16)
     assert isinstance(out, jax.Array) and out.dtype == jnp.bfloat16 and out.shape == (groups, m, n)
     assert_close_to_reference(to_cupy_float64(out), reference_gpu(**inputs), inputs["masked_m"])
 
@@ -80,7 +72,7 @@ def test_jax_inputs_give_jax_results(groups, m, n, k, masked):
 def test_jax_out_is_refused():
     import jax.numpy as jnp
 
-    inputs = jax_inputs(make_gemm_inputs(1, 16, 128, 128, [4]))
+    inputs = jax_gemm_inputs(make_gemm_inputs(1, 16, 128, 128, [4]))
     with pytest.raises(TypeError, match=r"^out: JAX arrays are immutable"):
         gemm(**inputs, expected_m=4, out=jnp.zeros((1, 16, 128), jnp.bfloat16))
 

@@ -91,3 +91,37 @@ def test_a_cupy_without_from_external_gets_an_external_stream_on_the_device(monk
                                                             ExternalStream=external_stream))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     assert frameworks.cupy_stream(1234, 3) == ("ExternalStream", 1234, 3)
+
+
+def test_deliver_hands_an_export_over_and_orders_the_consumer_then(monkeypatch):
+    """JAX imports an output with DLPack, which orders JAX's stream after ours at that
+    moment (the export's hook): deliver does it, so after the launch."""
+    import types
+
+    from cugroupgemm import dlpack, dtypes
+
+    asked = []
+    export = dlpack.Export(0x7F0000000000, (2, 3), dtypes.FLOAT32, 0, keepalive=None,
+                           before_export=asked.append)
+    fake_jax = types.SimpleNamespace(dlpack=types.SimpleNamespace(
+        from_dlpack=lambda producer: producer.__dlpack__(stream=7) and producer))
+    monkeypatch.setitem(sys.modules, "jax", fake_jax)
+    assert asked == []
+    assert frameworks.deliver("jax", export) is export and asked == [7]
+    tensor = object()
+    assert frameworks.deliver("torch", tensor) is tensor  # allocated on the stream as is
+
+
+def test_the_output_is_delivered_after_the_launch(monkeypatch):
+    from conftest import fake_gemm_args
+
+    from cugroupgemm import api
+
+    steps = []
+    monkeypatch.setattr(api.frameworks, "allocate",
+                        lambda *args: (steps.append("allocate") or "view", "allocated"))
+    monkeypatch.setattr(api, "launch_gemm", lambda *args: steps.append("launch"))
+    monkeypatch.setattr(api.frameworks, "deliver",
+                        lambda framework, result: steps.append(("deliver", result)) or "out")
+    assert api.batch_deepgemm_fp8_nt_groupwise(**fake_gemm_args(), stream=0) == "out"
+    assert steps == ["allocate", "launch", ("deliver", "allocated")]

@@ -21,20 +21,13 @@ import cugroupgemm
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
 from cugroupgemm import jax_ops  # noqa: E402
+from cugroupgemm.bench_adapters import jax_gemm_inputs  # noqa: E402
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(jax.default_backend() != "gpu", reason="JAX has no GPU here")]
 
 POISON = -7.0
 COMMAND_BUFFER_RUN = Path(__file__).with_name("jax_command_buffer_run.py")
-
-
-def to_jax(inputs):
-    """CuPy test inputs (e4m3 as uint8) as JAX arrays (float8_e4m3fn)."""
-    converted = {name: jax.dlpack.from_dlpack(array) for name, array in inputs.items()}
-    for name in ("a", "b"):
-        converted[name] = jax.lax.bitcast_convert_type(converted[name], jnp.float8_e4m3fn)
-    return converted
 
 
 def jitted_gemm(expected_m, **static):
@@ -48,7 +41,7 @@ def jitted_gemm(expected_m, **static):
 ])
 def test_jitted_gemm_matches_eager_and_reference(groups, m, n, k, masked):
     inputs = make_gemm_inputs(groups, m, n, k, masked, seed=m)
-    arrays = to_jax(inputs)
+    arrays = jax_gemm_inputs(inputs)
     got = jitted_gemm(64, out_dtype=jnp.float32)(arrays)
     eager = cugroupgemm.batch_deepgemm_fp8_nt_groupwise(**arrays, expected_m=64,
                                                         out_dtype=jnp.float32)
@@ -105,7 +98,7 @@ def test_repeated_jitted_calls_with_new_data_and_new_masked_m():
     for step in range(6):
         masked = rng.integers(0, 81, size=3)
         inputs = make_gemm_inputs(3, 80, 256, 512, masked, seed=100 + step)
-        out = run(to_jax(inputs))
+        out = run(jax_gemm_inputs(inputs))
         assert_close_to_reference(to_cupy_float64(out), reference_gpu(**inputs),
                                   inputs["masked_m"])
         for g, rows in enumerate(masked):
@@ -116,7 +109,7 @@ def test_repeated_jitted_calls_with_new_data_and_new_masked_m():
 def test_out_is_aliased_and_keeps_rows_past_the_mask(donate):
     masked = [0, 5, 64, 17]
     inputs = make_gemm_inputs(4, 64, 128, 256, masked, seed=4)
-    arrays = to_jax(inputs)
+    arrays = jax_gemm_inputs(inputs)
     run = jax.jit(lambda x, out: jax_ops.batch_deepgemm_fp8_nt_groupwise(
         **x, expected_m=16, out=out), donate_argnums=(1,) if donate else ())
     out = jnp.full((4, 64, 128), POISON, jnp.bfloat16)
@@ -134,7 +127,7 @@ def test_out_is_aliased_and_keeps_rows_past_the_mask(donate):
 def test_vmap_runs_a_batch_of_problems():
     batch = [make_gemm_inputs(2, 48, 256, 256, masked, seed=20 + i)
              for i, masked in enumerate([[48, 3], [0, 20], [31, 48]])]
-    arrays = [to_jax(inputs) for inputs in batch]
+    arrays = [jax_gemm_inputs(inputs) for inputs in batch]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *arrays)
     run = jax.jit(jax.vmap(lambda x: jax_ops.batch_deepgemm_fp8_nt_groupwise(
         **x, expected_m=32, out_dtype=jnp.float32)))
@@ -146,7 +139,7 @@ def test_vmap_runs_a_batch_of_problems():
 
 
 def test_grad_is_a_clear_error():
-    arrays = to_jax(make_gemm_inputs(1, 16, 128, 128, [8], seed=5))
+    arrays = jax_gemm_inputs(make_gemm_inputs(1, 16, 128, 128, [8], seed=5))
 
     def loss(a_scale):
         y = jax_ops.batch_deepgemm_fp8_nt_groupwise(**{**arrays, "a_scale": a_scale},

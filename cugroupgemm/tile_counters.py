@@ -15,9 +15,10 @@ Counters are carved from slabs of device memory allocated and zeroed once (in re
 capture mode, on a private stream, so this also works while the caller's stream is
 being captured) and never freed.
 NOTE: a stream destroyed while its launches still run, whose handle CUDA then gives to
-a new stream, would share their counter; and a graph instantiated twice, its two
-instances replayed at the same time, shares its launches' counters. Neither is
-detected.
+a new stream, would share their counter (so would a thread's per-thread default stream
+with a finished thread's whose identifier Python reuses, while that thread's launches
+run); and a graph instantiated twice, its two instances replayed at the same time,
+shares its launches' counters. None of these is detected.
 """
 
 from __future__ import annotations
@@ -71,10 +72,14 @@ def _zeroed_slab(device_id: int) -> tuple[int, int]:
     nbytes = SLAB_COUNTERS * COUNTER_BYTES
     with cupy.cuda.Device(device_id), relaxed_capture_mode():
         address = runtime.malloc(nbytes)
-        stream = runtime.streamCreateWithFlags(runtime.streamNonBlocking)
         try:
-            runtime.memsetAsync(address, 0, nbytes, stream)
-            runtime.streamSynchronize(stream)
-        finally:
-            runtime.streamDestroy(stream)
+            stream = runtime.streamCreateWithFlags(runtime.streamNonBlocking)
+            try:
+                runtime.memsetAsync(address, 0, nbytes, stream)
+                runtime.streamSynchronize(stream)
+            finally:
+                runtime.streamDestroy(stream)
+        except BaseException:
+            runtime.free(address)
+            raise
     return address, address + nbytes

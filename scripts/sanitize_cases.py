@@ -80,15 +80,15 @@ def gemm_cases():
 
     info = device_info(0)
     variants = [(family, None, family) for family in runnable_families(info)]
-    if sm90.runs_on(info):  # (the default claims its tiles at run time, whole tiles at
-        # expected_m 8, and at 100 half tiles on the tail case, whose 45 tiles fill a
+    if sm90.runs_on(info):  # (the default claims whole tiles at run time at expected_m 8,
+        # and walks half tiles statically at 100 on the tail case, whose 45 tiles fill a
         # quarter of one round) the default tile in clusters of two CTAs sharing b, with
-        # its pipelines taking turns, and split as from expected_m 128 (tiles not claimed)
+        # its pipelines taking turns, and split with its tiles claimed
         pair = sm90.fitted_config(64, 128, info, pipes=2, cluster=2)
-        split = sm90.fitted_config(64, 128, info, pipes=2, split_tail=True)
+        claimed = sm90.fitted_config(64, 128, info, pipes=2, split_tail=True, dynamic=True)
         variants += [("sm90", pair, "sm90-pair"),
                      ("sm90", dataclasses.replace(pair, cluster=1, turns=True), "sm90-turns"),
-                     ("sm90", split, "sm90-unclaimed-split")]
+                     ("sm90", claimed, "sm90-claimed-split")]
     for family, config, label in variants:
         for name, groups, m, n, k, masked in GEMM_CASES:
             inputs = make_gemm_inputs(groups, m, n, k, masked, seed=groups + m)

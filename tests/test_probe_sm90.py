@@ -26,6 +26,14 @@ def test_an_unknown_variant_is_refused(probe):
         probe.edited({}, "no_such")
 
 
+def test_configs_that_claim_tiles_take_no_edit(probe, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["probe_sm90.py", "base,no_barriers",
+                                     "--configs", "64x128x64x2x1x0x0x1"])
+    with pytest.raises(SystemExit):
+        probe.main()
+    assert "take only 'base'" in capsys.readouterr().err
+
+
 def test_an_edit_whose_text_moved_is_refused(probe):
     with pytest.raises(SystemExit, match="is no longer in"):
         probe.edited({probe.SOURCE: "// not the kernel"}, "loads_only")

@@ -107,7 +107,9 @@ def test_a_launch_passes_the_streams_counter_last_when_its_plan_takes_one(monkey
         driver=driver, runtime=types.SimpleNamespace(getDevice=lambda: 0)))
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setitem(sys.modules, "cupy.cuda", cupy.cuda)
-    monkeypatch.setattr(tile_counters, "counter_for", lambda device_id, stream: 1000 + stream)
+    asked = []
+    monkeypatch.setattr(tile_counters, "counter_for",
+                        lambda device_id, stream: asked.append(stream) or 1000 + stream)
     plan = launch.LaunchPlan(KernelSpec("k.cu", "k", "sm_90a"), (1, 1, 1), (128, 1, 1), 0,
                              None, tile_counter)
     kernel = types.SimpleNamespace(handle=1)
@@ -117,6 +119,7 @@ def test_a_launch_passes_the_streams_counter_last_when_its_plan_takes_one(monkey
     expected = [[11, 12], [13, 12]]
     assert launched == ([row + [1000 + s] for row, s in zip(expected, (7, 8))] if tile_counter
                         else expected)
+    assert asked == ([7, 8] if tile_counter else [])  # a static kernel takes no counter
 
 
 def test_the_per_thread_default_stream_is_one_stream_per_thread(runtime):

@@ -4,7 +4,7 @@ A persistent kernel: at most one CTA per SM walks the masked tile list (group, n
 m tile; m tiles past clamp(masked_m[g], 0, m) skipped) with a stride of the grid size
 (of the number of clusters, for CTAs paired in clusters); a last partial round whose
 half tiles fit one round runs as half tiles (split_tail, from expected_m 64 on). Below
-expected_m 128 the tiles after each pipeline's first are claimed at run time instead
+expected_m 97 the tiles after each pipeline's first are claimed at run time instead
 (dynamic; the launch passes a zeroed counter, tile_counters.py).
 Each CTA has one producer warpgroup (TMA for the operands, cp.async for the scales) and
 one or two independent pipelines, each with its own tiles, ring of stages and
@@ -178,12 +178,13 @@ WIDE_ROWS = range(64, 97)
 # expected_m 64-256, but 0.3-2.5 % slower at expected_m 8-32 (a different schedule and
 # every role reading all of masked_m first: item 34), which keep the whole-tile build.
 SPLIT_TAIL_FROM = 64
-# Below this expected_m, tiles after each pipeline's first are claimed at run time
-# (Sm90Config.dynamic). Measured on the H200 (docs/performance.md, log item 35), same
-# run, two rounds: 1-2 % faster at expected_m 8 and 32, 2.5-4 % at 64 (the wide tile);
-# even at 128, and 1-7 % slower at 256 and prefill, where the split last round's half
-# tiles then no longer land one per SM.
-DYNAMIC_BELOW = 128
+# Below this expected_m (through WIDE_ROWS), tiles after each pipeline's first are
+# claimed at run time (Sm90Config.dynamic). Measured on the H200 (docs/performance.md,
+# log item 35), same run, two rounds: 0.7-2.3 % faster at expected_m 8 and 32, 2.4-4.6 %
+# at 64 (the wide tile, whose last round there is too full to split); even at 128, 1-1.4 %
+# slower at 256 and 3-12 % on prefill with the split build, split or not; 97-127 were not
+# measured and keep the static walk.
+DYNAMIC_BELOW = WIDE_ROWS.stop
 
 
 def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
@@ -291,23 +292,25 @@ def extra_arguments(plan: LaunchPlan, views: dict[str, TensorView]) -> tuple:
 
 
 def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
-    """The configs the heuristics pick (TILE in whole tiles, WIDE_TILE with a split last
-    round, both with tiles claimed at run time; TILE with a split last round, claimed and
-    not), planned for ``info``, bf16 out."""
+    """The configs the heuristics pick (TILE in whole tiles and WIDE_TILE with a split last
+    round, both with tiles claimed at run time; TILE with a split last round, not
+    claimed), planned for ``info``, bf16 out."""
     return [choose_config(Problem(1, 4096, BLOCK_K, BLOCK_K, expected_m, OutKind.BF16), info)
-            for expected_m in (1, WIDE_ROWS.start, WIDE_ROWS.stop, DYNAMIC_BELOW)]
+            for expected_m in (1, WIDE_ROWS.start, DYNAMIC_BELOW)]
 
 
 def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
-    whole, wide, claimed_split, split = reference_configs()
+    whole, wide, split = reference_configs()
     static_whole = dataclasses.replace(whole, dynamic=False)
-    # The other output kinds; the wide tile in whole tiles, TILE in whole tiles without
-    # claims, the other one-pipeline tiles, the other promote_k choice, the pair sharing b
-    # and the pipelines taking turns, which a caller can ask for through plan(config=).
-    configs = [whole, wide, claimed_split, split,
-               dataclasses.replace(split, out_kind=OutKind.F32),
+    # The other output kinds; the wide tile in whole tiles and unclaimed, TILE in whole
+    # tiles unclaimed and split claimed, the other one-pipeline tiles, the other promote_k
+    # choice, the pair sharing b and the pipelines taking turns, which a caller can ask
+    # for through plan(config=).
+    configs = [whole, wide, split, dataclasses.replace(split, out_kind=OutKind.F32),
                dataclasses.replace(split, out_kind=OutKind.F16),
-               dataclasses.replace(wide, split_tail=False), static_whole,
+               dataclasses.replace(wide, split_tail=False),
+               dataclasses.replace(wide, dynamic=False), static_whole,
+               dataclasses.replace(split, dynamic=True),
                fitted_config(64, 128, REFERENCE_DEVICE), fitted_config(192, 64, REFERENCE_DEVICE),
                dataclasses.replace(wide, promote_k=128),
                dataclasses.replace(static_whole, cluster=2),

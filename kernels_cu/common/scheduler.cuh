@@ -1,7 +1,8 @@
-// The masked persistent tile scheduler: a deterministic walk that every role of a
-// pipeline (TMA producer, scale copier, each consumer warpgroup) replays on its own, so
-// they agree on the sequence of tiles without talking to each other. (Tiles handed out
-// at run time, common/tickets.cuh, use the same walk: a ticket is a tile index below.)
+// The masked persistent tile scheduler: a deterministic walk that, in the static mode,
+// every role of a pipeline (TMA producer, scale copier, each consumer warpgroup) replays
+// on its own, so they agree on the sequence of tiles without talking to each other.
+// (Tiles handed out at run time, common/tickets.cuh, use the same walk: a ticket is a
+// tile index below, which the roles take from their claimer, not from the walk.)
 //
 // Tiles are numbered in the order (group, n tile, m tile), m fastest, counting only the
 // m tiles that start below clamp(masked_m[g], 0, m). Tile t belongs to unit t % units,

@@ -249,18 +249,30 @@ def test_claimed_tiles_on_two_streams_at_once_leave_their_counters_at_zero(split
         assert _counter_value(tile_counters.counter_for(0, stream.ptr)) == 0
 
 
-def test_claimed_tiles_in_a_cuda_graph_replayed_on_other_streams():
-    """A launch recorded into a CUDA graph has a counter of its own, which each replay
-    (on any stream, new data and masked_m each time, NaN-poisoned output) leaves at zero
-    for the next."""
+def test_claimed_tiles_in_a_cuda_graph_replayed_on_other_streams(monkeypatch):
+    """A launch recorded into a CUDA graph has a counter of its own (no stream's), which
+    each replay (on any stream, new data and masked_m each time, NaN-poisoned output)
+    leaves at zero for the next."""
+    import cupy as cp
     import torch
 
+    from cugroupgemm import tile_counters
+
+    handed = []  # (whether the stream was capturing, the counter's address)
+
+    def counter_for(device_id, stream, take=tile_counters.counter_for):
+        handed.append((cp.cuda.runtime.streamIsCapturing(stream), take(device_id, stream)))
+        return handed[-1][1]
+
+    monkeypatch.setattr(tile_counters, "counter_for", counter_for)
     groups, m, n, k = 8, 512, 2048, 256  # 1024 tiles of 64 x 128: claims past round one
     static = torch_gemm_inputs(make_gemm_inputs(groups, m, n, k, [m] * groups, seed=50))
     static = {name: t.clone() for name, t in static.items()}
     out = torch.empty((groups, m, n), dtype=torch.float32, device="cuda")
     with force_config(64, 128, pipes=2, dynamic=True):
         graph, _ = capture_torch_graph(lambda: gemm(**static, expected_m=256, out=out))
+    captured = [address for capturing, address in handed if capturing]
+    assert len(captured) == 1 and captured[0] not in tile_counters._per_stream.values()
     rng = np.random.default_rng(6)
     for replay in range(4):
         masked = rng.integers(0, m + 1, size=groups)

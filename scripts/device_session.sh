@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Everything a kernel change needs on the GPU, in one call of the device tool: the test
+# suite and the quick benchmark (gpu_check.sh), the four sanitizers (sanitize.sh) and
+# the full benchmark. The device tool brings back few files, so every log goes into one
+# archive: $OUT/logs.tgz (or $1/logs.tgz), beside summary.txt (one line per step).
+#   bash scripts/device_session.sh [OUT_DIR]
+# SESSION_STEPS picks steps (default "check sanitize bench"). Exit status 0 only when
+# every step passed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${1:-${OUT:-./device-logs}}
+mkdir -p "$OUT_DIR"
+LOGS=$(mktemp -d)
+SUMMARY="$OUT_DIR/summary.txt"
+PY=${PYTHON:-python3}
+status=0
+
+run_step() {  # name, then the command; its output goes to LOGS/<name>.txt
+  local name=$1 start=$SECONDS rc
+  shift
+  "$@" > "$LOGS/$name.txt" 2>&1
+  rc=$?
+  [ "$rc" -eq 0 ] || status=1
+  echo "$name: exit $rc in $((SECONDS - start))s | $(tail -1 "$LOGS/$name.txt")" | tee -a "$SUMMARY"
+}
+
+: > "$SUMMARY"
+for step in ${SESSION_STEPS:-check sanitize bench}; do
+  case $step in
+    check) run_step check bash scripts/gpu_check.sh "$LOGS/check" ;;
+    sanitize) run_step sanitize bash scripts/sanitize.sh "$LOGS/sanitize" ;;
+    bench) run_step bench env PYTHONPATH="$PWD" "$PY" -m cugroupgemm bench \
+             --json "$LOGS/bench.json" ;;
+    *) echo "unknown step '$step' (check, sanitize, bench)" | tee -a "$SUMMARY"; status=1 ;;
+  esac
+done
+cp "$SUMMARY" "$LOGS/"
+tar czf "$OUT_DIR/logs.tgz" -C "$LOGS" .
+exit "$status"

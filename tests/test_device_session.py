@@ -1,0 +1,19 @@
+"""scripts/device_session.sh without a GPU: its bookkeeping (summary, one archive, exit
+status), with a step that cannot pass."""
+
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "device_session.sh"
+
+
+def test_a_failed_step_is_summarised_archived_and_fails_the_session(tmp_path):
+    done = subprocess.run(["bash", str(SCRIPT), str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "SESSION_STEPS": "no_such_step"}, timeout=60)
+    assert done.returncode == 1
+    summary = (tmp_path / "summary.txt").read_text()
+    assert "unknown step 'no_such_step'" in summary
+    with tarfile.open(tmp_path / "logs.tgz") as archive:
+        assert "./summary.txt" in archive.getnames()

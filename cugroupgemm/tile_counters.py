@@ -39,17 +39,17 @@ def counter_for(device_id: int, stream: int) -> int:
     stream handle: ``device_id``'s, which must be current)."""
     import cupy
 
-    capturing = cupy.cuda.runtime.streamIsCapturing(stream)
+    if cupy.cuda.runtime.streamIsCapturing(stream):
+        with _lock:
+            return _new_counter(device_id)
     key = ((device_id, stream, threading.get_ident()) if stream == PER_THREAD_STREAM
            else (device_id, stream))
-    address = None if capturing else _per_stream.get(key)
+    address = _per_stream.get(key)
     if address is None:
         with _lock:
-            address = None if capturing else _per_stream.get(key)
+            address = _per_stream.get(key)
             if address is None:
-                address = _new_counter(device_id)
-            if not capturing:
-                _per_stream[key] = address
+                address = _per_stream[key] = _new_counter(device_id)
     return address
 
 

@@ -12,7 +12,7 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 CUGROUPGEMM_CACHE_DIR=${CUGROUPGEMM_CACHE_DIR:-/tmp/cugroupgemm-cache}
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 
-{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; } \
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; } \
   > "$LOG_DIR/device.txt" 2>&1
 $PY -m pip install -q --no-deps --no-build-isolation . > "$LOG_DIR/install.log" 2>&1 \
   || { echo "install failed"; tail -20 "$LOG_DIR/install.log"; exit 1; }

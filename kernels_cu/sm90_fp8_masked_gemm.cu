@@ -69,15 +69,36 @@ struct Width {
   static constexpr int VALUE = N;
 };
 
+// Two results of a 16-bit output kind as one word, the lower column in the low half.
 template <int OUT_KIND>
-__device__ __forceinline__ void store_pair(void* out, i64 offset, float x, float y) {
-  if constexpr (OUT_KIND == OUT_F32) {
-    sm90::st_global_v2_f32(static_cast<float*>(out) + offset, x, y);
-  } else if constexpr (OUT_KIND == OUT_BF16) {
-    sm90::st_global_b32(static_cast<u16*>(out) + offset, sm90::pack_bf16x2(x, y));
+__device__ __forceinline__ u32 pack_pair(float lo, float hi) {
+  if constexpr (OUT_KIND == OUT_BF16) {
+    return sm90::pack_bf16x2(lo, hi);
   } else {
-    sm90::st_global_b32(static_cast<u16*>(out) + offset, sm90::pack_f16x2(x, y));
+    return sm90::pack_f16x2(lo, hi);
   }
+}
+
+// Lane q of each quad of lanes holds row q of a 4 x 4 matrix of words in x; afterwards
+// it holds column q (x[p] is the word lane p held in x[q]). The off-diagonal 2 x 2
+// blocks are swapped between lanes q and q ^ 2, then each block is transposed between
+// lanes q and q ^ 1: four shuffles.
+__device__ __forceinline__ void transpose_quad(u32 (&x)[4], int quad_lane) {
+  const bool upper = quad_lane & 2;
+  u32 low = __shfl_xor_sync(0xffffffff, upper ? x[0] : x[2], 2);
+  u32 high = __shfl_xor_sync(0xffffffff, upper ? x[1] : x[3], 2);
+  // (Selects, not an index computed at run time, which would put x in local memory.)
+  x[0] = upper ? low : x[0];
+  x[1] = upper ? high : x[1];
+  x[2] = upper ? x[2] : low;
+  x[3] = upper ? x[3] : high;
+  const bool odd = quad_lane & 1;
+  low = __shfl_xor_sync(0xffffffff, odd ? x[0] : x[1], 1);
+  high = __shfl_xor_sync(0xffffffff, odd ? x[2] : x[3], 1);
+  x[0] = odd ? low : x[0];
+  x[1] = odd ? x[1] : low;
+  x[2] = odd ? high : x[2];
+  x[3] = odd ? x[3] : high;
 }
 
 // The next tile of a role that reads its pipeline's tickets (the scale warp, the
@@ -392,19 +413,49 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
         }
       }
 
-      // Epilogue straight from registers: rows below rows_valid, columns below n.
+      // Epilogue straight from registers: rows below rows_valid, columns below n (a
+      // multiple of 16; out's rows start 16-byte aligned: validate.py).
       const int r0 = m0 + row_in_tile;
       const i64 row_offset0 = tile.group * p.out_stride_g + static_cast<i64>(r0) * p.out_stride_m;
       const i64 row_offset1 = row_offset0 + 8 * p.out_stride_m;
       const bool valid0 = r0 < tile.rows_valid;
       const bool valid1 = r0 + 8 < tile.rows_valid;
+      if constexpr (OUT_KIND == OUT_F32) {
 #pragma unroll
-      for (int j = 0; j < PART / 4; ++j) {
-        const int col = tile.n0 + col_offset + 8 * j + col2;
-        if (col < p.n) {
-          const float* v = &acc[4 * j];
-          if (valid0) store_pair<OUT_KIND>(p.out, row_offset0 + col, v[0], v[1]);
-          if (valid1) store_pair<OUT_KIND>(p.out, row_offset1 + col, v[2], v[3]);
+        for (int j = 0; j < PART / 4; ++j) {
+          const int col = tile.n0 + col_offset + 8 * j + col2;
+          if (col < p.n) {
+            const float* v = &acc[4 * j];
+            float* out = static_cast<float*>(p.out);
+            if (valid0) sm90::st_global_v2_f32(out + row_offset0 + col, v[0], v[1]);
+            if (valid1) sm90::st_global_v2_f32(out + row_offset1 + col, v[2], v[3]);
+          }
+        }
+      } else {
+        // The four lanes of a quad hold two columns each of every 8 consecutive columns
+        // of a row. Traded four groups of 8 at a time (transpose_quad), each lane holds
+        // one group whole and writes it with one 16-byte store: a quarter of the store
+        // instructions of two-column stores, which cost 5-14 % of the kernel
+        // (docs/performance.md, log item 36).
+        static_assert(PART % 16 == 0, "whole quads of 8-column groups");
+        const int quad_lane = lane % 4;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {  // row r0, then row r0 + 8
+#pragma unroll
+          for (int j0 = 0; j0 < PART / 4; j0 += 4) {
+            u32 words[4];
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              const float* v = &acc[4 * (j0 + q) + 2 * h];
+              words[q] = pack_pair<OUT_KIND>(v[0], v[1]);
+            }
+            transpose_quad(words, quad_lane);
+            const int col = tile.n0 + col_offset + 8 * (j0 + quad_lane);
+            if ((h == 0 ? valid0 : valid1) && col < p.n) {
+              sm90::st_global_v4_b32(static_cast<u16*>(p.out) + (h == 0 ? row_offset0 : row_offset1) + col,
+                                     words);
+            }
+          }
         }
       }
     };

@@ -17,6 +17,8 @@ VARIANTS, comma-separated: base (no edit) and
                   wgmma results, and the wgmma wait moves after it: the same work, free
                   to run under the warpgroup's own wgmma (does the dependency hold the
                   overlap back, or the SM's issue slots and registers?)
+  no_epilogue     the output stores guarded by a condition that never holds (p.m < 0,
+                  which ptxas cannot prove: the accumulators are still computed)
   tile_pairs      the scheduler before log item 21: tile t on pipeline t % 2 of CTA
                   (t / 2) % grid (an A/B of item 21's rounds; not with turns, whose last
                   hand-overs assume rounds: it could hang)
@@ -91,6 +93,7 @@ EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replaceme
         (_plain("// Epilogue straight from registers"),
          "for (int i = 0; i < PART; ++i) acc[i] += part[0][i] + part[SLICES - 1][i];\n"
          "    // Epilogue straight from registers")],
+    "no_epilogue": [(r"col < p\.n\)", "col < p.n && p.m < 0)")],
     "tile_pairs": [(SCHEDULER, _plain("next(unit + static_cast<i64>(pipe) * units),"),
                     "next(static_cast<i64>(unit) * pipes + pipe),")],
 }
@@ -155,7 +158,7 @@ def main():
         for variant in variants:
             edited(originals[tree], variant)  # every edit applies before any GPU time is spent
     configs = [tuple(map(int, c.split("x"))) for c in args.configs.split(",")]
-    if variants != ["base"] and any(config[7:8] == (1,) for config in configs):
+    if set(variants) != {"base"} and any(config[7:8] == (1,) for config in configs):
         # The edits assume the static walk; tiles claimed at run time wait for tickets a
         # removed producer never publishes (no_barriers would hang).
         parser.error("configs that claim tiles at run time (dynamic) take only 'base'")

@@ -145,11 +145,12 @@ def test_out_dtypes_and_poisoned_rows_past_the_mask_stay_untouched(dtype_name, b
         assert not bool((bits[g, :rows] == POISON_BITS).any()), f"group {g}: valid row unwritten"
 
 
-def test_columns_past_n_and_rows_of_other_views_stay_untouched():
+@pytest.mark.parametrize("dtype_name", ["float32", "float16"])  # 16-bit: 16-byte stores
+def test_columns_past_n_and_rows_of_other_views_stay_untouched(dtype_name):
     import cupy as cp
 
     inputs = make_gemm_inputs(2, 40, 144, 256, [40, 13], seed=4)
-    backing = cp.full((2, 48, 160), 7.0, dtype=cp.float32)
+    backing = cp.full((2, 48, 160), 7.0, dtype=dtype_name)
     out = backing[:, 4:44, :144]
     gemm(**inputs, expected_m=30, out=out)
     cp.cuda.runtime.deviceSynchronize()

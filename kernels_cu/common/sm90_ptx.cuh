@@ -256,8 +256,10 @@ __device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
   return packed;
 }
 
-__device__ __forceinline__ void st_global_b32(void* pointer, u32 value) {
-  asm volatile("st.global.b32 [%0], %1;" ::"l"(pointer), "r"(value) : "memory");
+__device__ __forceinline__ void st_global_v4_b32(void* pointer, const u32 (&words)[4]) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(pointer), "r"(words[0]),
+               "r"(words[1]), "r"(words[2]), "r"(words[3])
+               : "memory");
 }
 
 __device__ __forceinline__ void st_global_v2_f32(void* pointer, float x, float y) {

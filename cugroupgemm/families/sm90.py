@@ -4,7 +4,7 @@ A persistent kernel: at most one CTA per SM walks the masked tile list (group, n
 m tile; m tiles past clamp(masked_m[g], 0, m) skipped) with a stride of the grid size
 (of the number of clusters, for CTAs paired in clusters); a last partial round whose
 half tiles fit one round runs as half tiles (split_tail, from expected_m 64 on). Below
-expected_m 97 the tiles after each pipeline's first are claimed at run time instead
+expected_m 113 the tiles after each pipeline's first are claimed at run time instead
 (dynamic; the launch passes a zeroed counter, tile_counters.py).
 Each CTA has one producer warpgroup (TMA for the operands, cp.async for the scales) and
 one or two independent pipelines, each with its own tiles, ring of stages and
@@ -166,10 +166,11 @@ PIPES = 2
 # Except where a typical group has between one and two 64-row tiles of rows
 # (expected_m in WIDE_ROWS, masked_m mostly 45-125): there one 128 x 128 tile (two
 # warpgroups taking turns, one pipeline) streams each group's b through one SM per n
-# tile instead of two. Measured (docs/performance.md, log item 27): 1-19 % faster at
-# expected_m 64-96; 2-5 % slower at 40-56, even at 112, 11-16 % slower at 128.
+# tile instead of two. Measured (docs/performance.md, log items 27 and 36), claimed
+# against the 64 x 128 tile's pick there: 8-24 % faster at expected_m 64-96, 4 % at 104,
+# 0-2 % at 112; 3 % slower at 120, 5-6 % at 128 and 0.5-4 % at 48.
 WIDE_TILE = (128, 128)
-WIDE_ROWS = range(64, 97)
+WIDE_ROWS = range(64, 113)
 # From this expected_m on, either tile splits a last partial round into half tiles where
 # the halves fit one round (Sm90Config.split_tail). Measured on the H200
 # (docs/performance.md, log item 33): where a split happens, 13 % faster on prefill G1
@@ -182,8 +183,8 @@ SPLIT_TAIL_FROM = 64
 # claimed at run time (Sm90Config.dynamic). Measured on the H200 (docs/performance.md,
 # log item 35), same run, two rounds: 0.7-2.3 % faster at expected_m 8 and 32, 2.4-4.6 %
 # at 64 (the wide tile, whose last round there is too full to split); even at 128, 1-1.4 %
-# slower at 256 and 3-12 % on prefill with the split build, split or not; 97-127 were not
-# measured and keep the static walk.
+# slower at 256 and 3-12 % on prefill with the split build, split or not (item 36, on
+# the later kernel: 4-13 % slower from 128 on, prefill 3-11 %).
 DYNAMIC_BELOW = WIDE_ROWS.stop
 
 

@@ -22,6 +22,14 @@ run_step() {  # name, then the command; its output goes to LOGS/<name>.txt
   rc=$?
   [ "$rc" -eq 0 ] || status=1
   echo "$name: exit $rc in $((SECONDS - start))s | $(tail -1 "$LOGS/$name.txt")" | tee -a "$SUMMARY"
+  # Archived after every step: a call cut off by the device tool's time limit still
+  # brings back the logs of the steps that finished.
+  archive
+}
+
+archive() {
+  cp "$SUMMARY" "$LOGS/"
+  tar czf "$OUT_DIR/logs.tgz" -C "$LOGS" .
 }
 
 : > "$SUMMARY"
@@ -34,6 +42,5 @@ for step in ${SESSION_STEPS:-check sanitize bench}; do
     *) echo "unknown step '$step' (check, sanitize, bench)" | tee -a "$SUMMARY"; status=1 ;;
   esac
 done
-cp "$SUMMARY" "$LOGS/"
-tar czf "$OUT_DIR/logs.tgz" -C "$LOGS" .
+archive
 exit "$status"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -9,20 +10,33 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+def _value(name: str) -> str:
+    """``os.environ.get(name, "")``, read on every call so that a change takes effect at
+    once. Read through the mapping's own dict: ``os.environ.get`` of an unset name raises
+    and catches a KeyError inside, about a microsecond, and a warm call reads three
+    names (docs/performance.md, log item 38)."""
+    raw = os.environ._data.get(_encoded_key(name))
+    return "" if raw is None else os.environ.decodevalue(raw)
+
+
+@functools.cache
+def _encoded_key(name: str):
+    return os.environ.encodekey(name)
+
+
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
+    return _value(name).strip().lower() in _TRUE
 
 
 def forced_family() -> str | None:
     """CUGROUPGEMM_KERNEL: force a kernel family (portable, sm90, sm100)."""
-    value = os.environ.get("CUGROUPGEMM_KERNEL", "").strip().lower()
-    return value or None
+    return _value("CUGROUPGEMM_KERNEL").strip().lower() or None
 
 
 def self_check() -> bool:
     """CUGROUPGEMM_SELFCHECK: compare a family never validated on this GPU's architecture
     with the portable kernel on first use (default on; 0/false/no/off trusts it)."""
-    return os.environ.get("CUGROUPGEMM_SELFCHECK", "").strip().lower() not in _FALSE
+    return _value("CUGROUPGEMM_SELFCHECK").strip().lower() not in _FALSE
 
 
 def check_masked_m() -> bool:

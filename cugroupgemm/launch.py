@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 from dataclasses import dataclass
 
@@ -75,20 +74,35 @@ class KernelLaunch:
     device_id: int
     arguments: tuple  # ctypes objects: the params struct first
 
+    def __post_init__(self):
+        # Made once, not per launch (a warm call's host cost, docs/performance.md, log
+        # item 38): the type of the array of argument addresses the driver takes, and the
+        # addresses of the arguments after the params struct (tensor maps, which
+        # `arguments` keeps alive).
+        count = len(self.arguments) + self.plan.tile_counter
+        object.__setattr__(self, "_pointer_array", ctypes.c_void_p * count)
+        object.__setattr__(self, "_fixed_addresses",
+                           tuple(map(ctypes.addressof, self.arguments[1:])))
+
     def run(self, stream: int, params: ctypes._CData | None = None):
         """Launch on ``stream``; ``params`` replaces the first argument when given. A
         plan with a tile counter gets the stream's (a fresh one under capture)."""
         import cupy
-        from cupy.cuda import driver
 
-        arguments = self.arguments if params is None else (params, *self.arguments[1:])
+        params = self.arguments[0] if params is None else params
+        if cupy.cuda.runtime.getDevice() == self.device_id:
+            self._launch(cupy, stream, params)
+        else:  # the kernel is loaded in the device's context: make it current
+            with cupy.cuda.Device(self.device_id):
+                self._launch(cupy, stream, params)
+
+    def _launch(self, cupy, stream: int, params: ctypes._CData):
         plan = self.plan
-        # The kernel is loaded in the device's context: make it current (if it is not).
-        switch = cupy.cuda.runtime.getDevice() != self.device_id
-        with cupy.cuda.Device(self.device_id) if switch else contextlib.nullcontext():
-            if plan.tile_counter:  # (a default stream handle means this device's)
-                counter = tile_counters.counter_for(self.device_id, stream)
-                arguments = (*arguments, ctypes.c_uint64(counter))
-            pointers = (ctypes.c_void_p * len(arguments))(*map(ctypes.addressof, arguments))
-            driver.launchKernel(self.kernel.handle, *plan.grid, *plan.block, plan.smem_bytes,
-                                stream, ctypes.addressof(pointers), 0)
+        if plan.tile_counter:  # (a default stream handle means this device's)
+            counter = ctypes.c_uint64(tile_counters.counter_for(self.device_id, stream))
+            pointers = self._pointer_array(ctypes.addressof(params), *self._fixed_addresses,
+                                           ctypes.addressof(counter))
+        else:
+            pointers = self._pointer_array(ctypes.addressof(params), *self._fixed_addresses)
+        cupy.cuda.driver.launchKernel(self.kernel.handle, *plan.grid, *plan.block,
+                                      plan.smem_bytes, stream, ctypes.addressof(pointers), 0)

@@ -19,6 +19,9 @@ VARIANTS, comma-separated: base (no edit) and
                   overlap back, or the SM's issue slots and registers?)
   no_epilogue     the output stores guarded by a condition that never holds (p.m < 0,
                   which ptxas cannot prove: the accumulators are still computed)
+  nonuniform_k    the consumer's k loop bounded by k_blocks read through a shuffle, which
+                  ptxas cannot prove warp-uniform: the loop's control moves from the
+                  uniform datapath (UIADD3, ULOP3) to the vector one (log item 38)
   tile_pairs      the scheduler before log item 21: tile t on pipeline t % 2 of CTA
                   (t / 2) % grid (an A/B of item 21's rounds; not with turns, whose last
                   hand-overs assume rounds: it could hang)
@@ -94,6 +97,11 @@ EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replaceme
          "for (int i = 0; i < PART; ++i) acc[i] += part[0][i] + part[SLICES - 1][i];\n"
          "    // Epilogue straight from registers")],
     "no_epilogue": [(r"col < p\.n\)", "col < p.n && p.m < 0)")],
+    "nonuniform_k": [(_plain("for (int kb = 0; kb < k_blocks; ++kb) {\n"
+                             "sm90::mbar_wait(&full[stage], phase);\nwait_turn();\n#pragma unroll"),
+                      "const int k_end = __shfl_sync(0xffffffff, k_blocks, 0);\n"
+                      "for (int kb = 0; kb < k_end; ++kb) {\n"
+                      "sm90::mbar_wait(&full[stage], phase);\nwait_turn();\n#pragma unroll")],
     "tile_pairs": [(SCHEDULER, _plain("next(unit + static_cast<i64>(pipe) * units),"),
                     "next(static_cast<i64>(unit) * pipes + pipe),")],
 }

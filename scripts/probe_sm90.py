@@ -4,6 +4,7 @@ kernels_cu/ (the repository's sources are never touched); edits join with '+'.
 
     python scripts/probe_sm90.py VARIANTS [--configs 64x128x64x2,...] [--shapes 0,10,14]
                                           [--expected-m 48,96] [--trees DIR,DIR]
+                                          [--rounds 2]
 
 VARIANTS, comma-separated: base (no edit) and
   loads_only      consumers hand each stage back unread (the load path alone)
@@ -32,7 +33,10 @@ for the last three; default: 64x128x64x2, whole tiles). Every edit checks
 that the text it replaces is there, so a kernel change that moves it fails loudly rather
 than timing the unedited kernel. --trees times each variant on each of several
 kernels_cu/ copies in the same run (say, another branch's, exported with
-`git archive BRANCH kernels_cu | tar x -C DIR`): an A/B of two kernels on one machine.
+`git archive BRANCH kernels_cu | tar x -C DIR`): an A/B of two kernels on one machine,
+each line naming its tree by the folder that holds it (or "worktree"). --rounds N times it
+all N times, the trees taking turns: the machine's speed drifts within a call, so only
+alternated rounds compare (log item 38).
 The kernels' results are not checked: timing only.
 """
 
@@ -132,6 +136,12 @@ def kernel_sources(directory: Path) -> dict[str, str]:
     return {file: (directory / file).read_text() for file in (SOURCE, SCHEDULER)}
 
 
+def tree_label(tree: Path) -> str:
+    """How a kernels_cu/ directory of --trees is named in the output: the folder that
+    holds it as given ("ab/main"), or "worktree" for the repository's own."""
+    return "worktree" if tree.resolve().parent == ROOT else str(tree.parent)
+
+
 def use_sources(directory: Path):
     """Compile from ``directory`` from now on, forgetting every kernel built or loaded."""
     from cugroupgemm import build, tma, warm_calls
@@ -158,6 +168,9 @@ def main():
                         "expected_m instead of its own (decode sizes between the table's)")
     parser.add_argument("--trees", help="comma-separated kernels_cu/ directories to time "
                         "(default: the repository's)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time everything this many times, the trees and variants taking "
+                        "turns (the machine's speed drifts: compare alternated rounds)")
     args = parser.parse_args()
     variants = args.variants.split(",")
     trees = [Path(t) for t in args.trees.split(",")] if args.trees else [ROOT / "kernels_cu"]
@@ -176,13 +189,17 @@ def main():
         shapes = [dataclasses.replace(shape, expected_m=em) for shape in shapes
                   for em in bench_shapes.int_list(args.expected_m)]
     cases = [bench.make_case(shape) for shape in shapes]
-    for tree, variant in ((tree, variant) for variant in variants for tree in trees):
+    runs = [(round_, tree, variant) for round_ in range(1, args.rounds + 1)
+            for variant in variants for tree in trees]
+    for round_, tree, variant in runs:
         directory = Path(tempfile.mkdtemp()) / "kernels_cu"
         shutil.copytree(tree, directory)
         for file, text in edited(originals[tree], variant).items():
             (directory / file).write_text(text)
         use_sources(directory)
-        name = f"{tree.parent.name}:{variant}" if len(trees) > 1 else variant
+        name = f"{tree_label(tree)}:{variant}" if len(trees) > 1 else variant
+        if args.rounds > 1:
+            name = f"r{round_} {name}"
         for shape, case in zip(shapes, cases):
             work = bench_shapes.work(shape, case.masked_m, 2)
             for config in configs:

@@ -56,3 +56,9 @@ def test_every_variant_applies_and_compiles(probe, tmp_path, monkeypatch, varian
     result = nvrtc.compile_program(sources[probe.SOURCE], probe.SOURCE, spec.options(),
                                    [spec.expression])
     assert result.cubin
+
+
+def test_trees_are_named_by_the_folder_that_holds_them(probe):
+    assert probe.tree_label(probe.ROOT / "kernels_cu") == "worktree"
+    assert probe.tree_label(Path("ab/main/kernels_cu")) == "ab/main"
+    assert probe.tree_label(Path("/tmp/other/kernels_cu")) == "/tmp/other"

@@ -98,11 +98,11 @@ class KernelLaunch:
 
     def _launch(self, cupy, stream: int, params: ctypes._CData):
         plan = self.plan
+        counter_address = ()
         if plan.tile_counter:  # (a default stream handle means this device's)
             counter = ctypes.c_uint64(tile_counters.counter_for(self.device_id, stream))
-            pointers = self._pointer_array(ctypes.addressof(params), *self._fixed_addresses,
-                                           ctypes.addressof(counter))
-        else:
-            pointers = self._pointer_array(ctypes.addressof(params), *self._fixed_addresses)
+            counter_address = (ctypes.addressof(counter),)
+        pointers = self._pointer_array(ctypes.addressof(params), *self._fixed_addresses,
+                                       *counter_address)
         cupy.cuda.driver.launchKernel(self.kernel.handle, *plan.grid, *plan.block,
                                       plan.smem_bytes, stream, ctypes.addressof(pointers), 0)

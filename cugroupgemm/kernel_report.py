@@ -76,6 +76,43 @@ def disassemble(binary: Binary) -> str:
     return done.stdout
 
 
+_INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);")
+_LABEL = re.compile(r"^\s*\.(L_x_\d+):")
+_BRANCH_TARGET = re.compile(r"\bBRA\b[^;]*?(?:\.(L_x_\d+)|\b0x([0-9a-f]+))")
+
+
+def inner_loops(sass: str, instruction: str) -> list[list[str]]:
+    """The innermost loops of the disassembly that hold ``instruction`` (a GEMM's k loops):
+    each the instructions from a backward branch's target to the branch. nvdisasm names
+    targets by label, cuobjdump by address."""
+    code: list[tuple[int, str]] = []  # (address, instruction)
+    labels: dict[str, int] = {}  # label -> index of the instruction it names
+    for line in sass.splitlines():
+        if label := _LABEL.match(line):
+            labels[label.group(1)] = len(code)
+        elif found := _INSTRUCTION.search(line):
+            code.append((int(found.group(1), 16), found.group(2).strip()))
+    index_of = {address: i for i, (address, _) in enumerate(code)}
+    loops = []
+    for end, (_, text) in enumerate(code):
+        target = _BRANCH_TARGET.search(text)
+        if target is None:
+            continue
+        start = (labels.get(target.group(1)) if target.group(1)
+                 else index_of.get(int(target.group(2), 16)))
+        if start is not None and start <= end and any(
+                instruction in body for _, body in code[start:end + 1]):
+            loops.append((start, end))
+    # A range that holds another, or crosses a shorter one, is no innermost loop (an
+    # out-of-line path, such as a barrier wait's retry, also branches back into a loop).
+    def outer(s, e, s2, e2):  # whether (s, e) holds or crosses the shorter (s2, e2)
+        crosses = s < s2 <= e < e2 or s2 < s <= e2 < e
+        return (s2, e2) != (s, e) and (s <= s2 and e2 <= e or crosses and e2 - s2 < e - s)
+
+    return [[body for _, body in code[s:e + 1]] for s, e in loops
+            if not any(outer(s, e, s2, e2) for s2, e2 in loops)]
+
+
 @dataclass(frozen=True)
 class KernelCheck:
     spec: KernelSpec

@@ -19,7 +19,8 @@
 // a half tile of SPLIT_TAIL's last round).
 // Two pipelines of one warpgroup each work on different tiles, so one warpgroup's fp32
 // promotion overlaps the other's wgmma; two warpgroups sharing a tile would wait on the
-// same stages in lockstep, so they take turns issuing (ping-pong, named barriers 1, 2).
+// same stages in lockstep, so they take turns issuing (ping-pong, named barriers 1, 2),
+// as two pipelines do with TURNS (free-running, they drift into issuing together).
 // Stage s of the ring holds one 128-byte-wide k block of a (BLOCK_M rows) and of b
 // (BLOCK_N rows), 128-byte swizzled by TMA, and that k block's scales: a_scale of the
 // tile's BLOCK_M rows, then the tile's b_scale. full[s] (1 TMA arrival + transaction
@@ -58,8 +59,7 @@ struct Layout {
   // a ticket each.
   static constexpr int TICKET_BAR_OFFSET = SCALE_OFFSET + STAGES * SCALE_SLOT;
   static constexpr int TICKET_OFFSET = TICKET_BAR_OFFSET + 2 * STAGES * 8;
-  // + SMEM_ALIGN: the dynamic window is aligned up to 1024 bytes inside the kernel.
-  static constexpr int BYTES = TICKET_OFFSET + STAGES * 8 + SMEM_ALIGN;
+  static constexpr int BYTES = TICKET_OFFSET + STAGES * 8;
   static_assert(A_TILE % SMEM_ALIGN == 0 && B_TILE % SMEM_ALIGN == 0, "tiles keep alignment");
 };
 
@@ -132,9 +132,8 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
   static_assert(PROMOTE_K == 64 || PROMOTE_K == 128, "PROMOTE_K: 64 or 128");
   static_assert(CLUSTER == 1 || CLUSTER == 2, "CLUSTER: one CTA or a pair");
   static_assert(L::B_TILE / CLUSTER % SMEM_ALIGN == 0, "each CTA's share of b keeps alignment");
-  static_assert(!SPLIT_TAIL || (BLOCK_N == 128 && CLUSTER == 1 && !TURNS),
-                "SPLIT_TAIL: half tiles of 64 columns, without clusters or turns (whose "
-                "last hand-overs count whole rounds)");
+  static_assert(!SPLIT_TAIL || (BLOCK_N == 128 && CLUSTER == 1),
+                "SPLIT_TAIL: half tiles of 64 columns, without clusters");
   static_assert(!DYNAMIC || (CLUSTER == 1 && !TURNS),
                 "DYNAMIC: tiles claimed per CTA pipeline, whose turns are not counted");
   constexpr int SLICES = BLOCK_K / PROMOTE_K;
@@ -152,9 +151,8 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
                 "the register split must fit the launch allocation");
   constexpr u32 SCALE_LANES = 32;  // a pipeline's scale warp: one arrival per lane
 
-  extern __shared__ __align__(16) u8 smem_raw[];  // aligned up to 1024 below
-  const u32 raw_address = sm90::smem_u32(smem_raw);
-  u8* smem = smem_raw + ((SMEM_ALIGN - (raw_address & (SMEM_ALIGN - 1))) & (SMEM_ALIGN - 1));
+  // The dynamic window starts 1024-byte aligned (the launch adds no static shared memory).
+  extern __shared__ __align__(SMEM_ALIGN) u8 smem[];
   u64* full = reinterpret_cast<u64*>(smem + L::BAR_OFFSET);
   u64* empty = full + STAGES * PIPES;
   float* scales = reinterpret_cast<float*>(smem + L::SCALE_OFFSET);
@@ -329,11 +327,18 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
       if constexpr (CLUSTER > 1) sm90::mbar_arrive_cluster(&empty[s], rank ^ 1);
     }
   };
+  // What this warpgroup does with a tile, decided once per tile and broadcast from lane
+  // 0: the compiler then sees every branch on it as warp-uniform and keeps the k loop's
+  // control, ring position and wgmma descriptors in uniform registers (a loop entered
+  // under a branch it cannot prove uniform costs 8-19 %: docs/performance.md, item 38).
+  enum Work : int { SKIP, WHOLE_TILE, FIRST_HALF, SECOND_HALF };  // halves: tile.half 1, 2
   if (turn == 1) pass_turn();  // warpgroup 0 goes first
   while (read_next_tile<DYNAMIC>(scheduler, ring, tile)) {
     const int m0 = tile.m0 + rank * BLOCK_M;  // this CTA's first row of the tile
-    const bool active = m0 + consumer * WG_ROWS < tile.rows_valid;
-    if (!active) {  // no valid row here: only keep the ring in step
+    const bool has_rows = m0 + consumer * WG_ROWS < tile.rows_valid;
+    const int lane_work = !has_rows ? SKIP : SPLIT_TAIL ? WHOLE_TILE + tile.half : WHOLE_TILE;
+    const Work work = static_cast<Work>(__shfl_sync(0xffffffff, lane_work, 0));
+    if (work == SKIP) {  // no valid row here: only keep the ring in step
       for (int kb = 0; kb < k_blocks; ++kb) {
         sm90::mbar_wait(&full[stage], phase);
         wait_turn();
@@ -352,7 +357,7 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
     // the whole tile's b rows, of which the half's start col_offset rows in).
     auto multiply_tile = [&](auto tile_n) {
       constexpr int PART = decltype(tile_n)::VALUE / 2;  // fp32 registers per wgmma result
-      const int col_offset = 2 * PART < BLOCK_N && tile.half == 2 ? BLOCK_N / 2 : 0;
+      const int col_offset = 2 * PART < BLOCK_N && work == SECOND_HALF ? BLOCK_N / 2 : 0;
       const u32 b_half = b_base + col_offset * BLOCK_K;
       float acc[PART];
       // One result per slice: the slices of a k block run back to back on the tensor
@@ -460,9 +465,7 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
       }
     };
     if constexpr (SPLIT_TAIL) {
-      // Broadcast from lane 0, as `warp` is: wgmma under a branch ptxas cannot prove
-      // warp-uniform is serialised (C7518).
-      if (__shfl_sync(0xffffffff, tile.half, 0) != 0) {
+      if (work != WHOLE_TILE) {
         multiply_tile(Width<BLOCK_N / 2>{});
         continue;
       }

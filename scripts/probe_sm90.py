@@ -72,8 +72,8 @@ def _plain(text):
 SCHEDULER = "common/scheduler.cuh"
 
 EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replacement)]
-    "loads_only": [(_plain("const bool active = m0 + consumer * WG_ROWS < tile.rows_valid;"),
-                    "const bool active = false;")],
+    "loads_only": [(_plain("const bool has_rows = m0 + consumer * WG_ROWS < tile.rows_valid;"),
+                    "const bool has_rows = false;")],
     "consumers_only": [(_SCALES, ARRIVE), (_TMA, ARRIVE)],
     "no_scales": [(_SCALES, ARRIVE)],
     "b_only": [(_A_LOAD, "sm90::mbar_arrive_expect_tx(&full[stage], L::B_TILE);")],

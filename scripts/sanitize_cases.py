@@ -33,7 +33,7 @@ def out_variants():
     """(expected_m, out dtype, row padding): f32 and a 16-bit kind, and with the cases'
     m every config the sm90 heuristic picks: 8 claims whole 64 x 128 tiles, 120 (64 on
     the small case) claims 128 x 128 tiles on the small case and walks 64 x 128 tiles
-    statically with the split round on the tail case."""
+    statically with the split round and turns on the tail case."""
     import numpy as np
 
     try:
@@ -85,8 +85,8 @@ def gemm_cases():
     variants = [(family, None, family) for family in runnable_families(info)]
     if sm90.runs_on(info):  # (the default's picks: out_variants; the tail case's 45
         # tiles fill a quarter of one round, so its static walk splits them) the default
-        # tile in clusters of two CTAs sharing b, with its pipelines taking turns, and
-        # split with its tiles claimed
+        # tile in clusters of two CTAs sharing b, with its pipelines taking turns in whole
+        # tiles, and split with its tiles claimed
         pair = sm90.fitted_config(64, 128, info, pipes=2, cluster=2)
         claimed = sm90.fitted_config(64, 128, info, pipes=2, split_tail=True, dynamic=True)
         variants += [("sm90", pair, "sm90-pair"),

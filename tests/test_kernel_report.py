@@ -62,3 +62,32 @@ def test_check_command_prints_one_line_per_kernel(capsys, tmp_path):
     assert "regs" in printed and "spills 0/0 B" in printed
     if kernel_report.disassembler() is not None:
         assert any(p.name.startswith("portable-sm_90a-") for p in tmp_path.iterdir())
+
+
+NVDISASM_LOOPS = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_1:
+        /*0010*/                   QGMMA.64x128x32.F32.E4M3.E4M3 R24, gdesc[UR4], R24 ;
+.L_x_2:
+        /*0020*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR8], R2 ;
+        /*0030*/              @!P0 BRA `(.L_x_3) ;
+        /*0040*/                   R2UR UR4, R4 ;
+        /*0050*/              @!P1 BRA `(.L_x_1) ;
+        /*0060*/                   EXIT ;
+.L_x_3:
+        /*0070*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR8], R2 ;
+        /*0080*/              @!P0 BRA `(.L_x_3) ;
+        /*0090*/                   BRA `(.L_x_2) ;
+"""
+
+
+def test_inner_loops_are_the_backward_branches_around_an_instruction():
+    """The k loop (0x10-0x50), not the barrier retry's way back into it (0x20-0x90, which
+    crosses it and is longer) nor the retry loop itself (no QGMMA); cuobjdump's branches
+    name addresses instead of labels."""
+    loops = kernel_report.inner_loops(NVDISASM_LOOPS, "QGMMA")
+    assert [len(loop) for loop in loops] == [5]
+    assert loops[0][0].startswith("QGMMA") and loops[0][-1] == "@!P1 BRA `(.L_x_1)"
+    by_address = NVDISASM_LOOPS.replace("`(.L_x_1)", "0x10").replace("`(.L_x_2)", "0x20")
+    assert [len(loop) for loop in kernel_report.inner_loops(by_address, "QGMMA")] == [5]
+    assert kernel_report.inner_loops(NVDISASM_LOOPS, "HGMMA") == []

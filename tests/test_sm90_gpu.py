@@ -67,13 +67,14 @@ def test_matches_the_reference(groups, m, n, k, masked, expected_m):
 
 @pytest.mark.parametrize("cluster, turns, split_tail, dynamic", [
     (1, False, False, False), (1, False, True, False), (2, False, False, False),
-    (1, True, False, False), (2, True, False, False), (1, False, False, True),
-    (1, False, True, True)])
+    (1, True, False, False), (1, True, True, False), (2, True, False, False),
+    (1, False, False, True), (1, False, True, True)])
 @pytest.mark.parametrize("groups, m, n, k, masked, expected_m", SHAPES)
 def test_rounds_pairs_and_turns_match_the_reference(cluster, turns, split_tail, dynamic, groups,
                                                     m, n, k, masked, expected_m):
     """The default tile in whole tiles only, with its last round split into half tiles, in
-    clusters of two (b multicast), with its pipelines taking turns, and with tiles claimed
+    clusters of two (b multicast), with its pipelines taking turns (in whole tiles, and
+    through a split last round), and with tiles claimed
     at run time, on the same grid: rings that wrap, more tiles than SMs, groups whose rows
     fill only one CTA of a pair, CTAs whose first pipeline has one tile more (or the only
     one), problems made only of half tiles, last rounds of 24 and 56 tiles split in two."""

@@ -42,10 +42,8 @@ DEFAULT_PROMOTE_K = 64
 # Mirrors of kernels_cu/sm90_fp8_masked_gemm.cu (Layout): bookkeeping bytes per stage (full
 # and empty mbarriers; the ticket ring's slot of two mbarriers and a ticket, which every
 # instance lays out, used with `dynamic`), the scale slot (block_m a scales + one b
-# scale, fp32, in 16-byte units) and the slack for aligning the dynamic window to 1024
-# bytes.
+# scale, fp32, in 16-byte units).
 BOOKKEEPING_BYTES_PER_STAGE = 16 + 24
-SMEM_ALIGN_SLACK = 1024
 MIN_STAGES = 2
 MAX_STAGES = 16
 
@@ -67,11 +65,11 @@ class Sm90Config:
     # the default on the benchmark's shapes (docs/performance.md, log item 26).
     cluster: int = 1
     # The two pipelines' warpgroups take turns issuing wgmma (ping-pong): needs two
-    # pipelines of one warpgroup each. Correct on the H200; at best even (log items 23, 26).
+    # pipelines of one warpgroup each, tiles not claimed (log items 23, 26, 39).
     turns: bool = False
     # A last partial round whose half tiles fit one round runs as half tiles of
     # block_n / 2 columns (kernels_cu/common/scheduler.cuh): needs block_n 128, no
-    # cluster, no turns.
+    # cluster.
     split_tail: bool = False
     # Tiles after each pipeline's first are claimed at run time from a counter in global
     # memory (kernels_cu/common/tickets.cuh; the launch passes a zeroed one,
@@ -82,8 +80,7 @@ class Sm90Config:
     def __post_init__(self):
         if (self.block_m % WG_ROWS or self.pipes not in (1, 2) or self.cluster not in (1, 2)
                 or (self.turns and (self.pipes, self.block_m) != (2, WG_ROWS))
-                or (self.split_tail and (self.block_n != 128 or self.cluster != 1
-                                         or self.turns))
+                or (self.split_tail and (self.block_n != 128 or self.cluster != 1))
                 or (self.dynamic and (self.cluster != 1 or self.turns))
                 or not 1 <= self.pipes * self.block_m // WG_ROWS <= MAX_CONSUMER_WARPGROUPS
                 or self.block_n not in BLOCK_N_CHOICES
@@ -142,14 +139,14 @@ def _bytes_per_stage(block_m: int, block_n: int) -> int:
 
 def smem_bytes(block_m: int, block_n: int, stages: int, pipes: int = 1) -> int:
     """Shared memory of ``pipes`` rings of ``stages`` stages each."""
-    return pipes * stages * _bytes_per_stage(block_m, block_n) + SMEM_ALIGN_SLACK
+    return pipes * stages * _bytes_per_stage(block_m, block_n)
 
 
 def max_stages(block_m: int, block_n: int, info: DeviceInfo, pipes: int = 1) -> int:
     """The most stages per ring whose shared memory fits the device's opt-in limit
     (capped)."""
     per_stage = pipes * _bytes_per_stage(block_m, block_n)
-    return min(MAX_STAGES, (info.smem_per_block_optin - SMEM_ALIGN_SLACK) // per_stage)
+    return min(MAX_STAGES, info.smem_per_block_optin // per_stage)
 
 
 def most_tiles(problem: Problem, block_m: int, block_n: int) -> int:
@@ -186,34 +183,40 @@ SPLIT_TAIL_FROM = 64
 # slower at 256 and 3-12 % on prefill with the split build, split or not (item 36, on
 # the later kernel: 4-13 % slower from 128 on, prefill 3-11 %).
 DYNAMIC_BELOW = WIDE_ROWS.stop
+# Where tiles are not claimed, the two pipelines of TILE take turns issuing wgmma
+# (Sm90Config.turns). Measured on the H200 (docs/performance.md, log item 39), since
+# every k loop runs in the uniform datapath: 0.5-3.7 % faster than the two pipelines
+# issuing freely on prefill and expected_m 128-256, which with uniform loops drift into
+# issuing together (9-14 % slower than before those loops).
 
 
 def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
     """The tile (TILE in PIPES pipelines, or WIDE_TILE in one where expected_m is in
     WIDE_ROWS), its last partial round split into half tiles from expected_m
-    SPLIT_TAIL_FROM on, its tiles claimed at run time below expected_m DYNAMIC_BELOW,
-    stages from the device's shared memory.
+    SPLIT_TAIL_FROM on, its tiles claimed at run time below expected_m DYNAMIC_BELOW (and
+    TILE's pipelines taking turns from there on), stages from the device's shared
+    memory.
 
     - promote_k: DEFAULT_PROMOTE_K (accuracy; docs/performance.md).
     - stages per pipeline: as many as fit the device's opt-in shared memory
-      (smem_per_block_optin, less 1024 bytes of alignment slack), at most 16; a stage is
+      (smem_per_block_optin), at most 16; a stage is
       (block_m + block_n) x 128 operand bytes, 40 bytes of bookkeeping (four mbarriers
       and a ticket) and the scale slot (block_m + 1 floats in 16-byte units); fewer than
       2 is an error.
 
     Worked examples (H100: 232448 B opt-in):
     - expected_m 256 -> block_m 64, block_n 128, two pipelines of
-      (232448 - 1024) // (2 * (24576 + 40 + 272)) = 4 stages, smem
-      2 * 4 * 24888 + 1024 = 200128 B, 384 threads;
+      232448 // (2 * (24576 + 40 + 272)) = 4 stages, smem 2 * 4 * 24888 = 199104 B,
+      384 threads;
     - expected_m 64 -> block_m 128, block_n 128, one pipeline of
-      (232448 - 1024) // (32768 + 40 + 528) = 6 stages, smem 6 * 33336 + 1024 = 201040 B,
-      384 threads.
+      232448 // (32768 + 40 + 528) = 6 stages, smem 6 * 33336 = 200016 B, 384 threads.
     """
     (block_m, block_n), pipes = ((WIDE_TILE, 1) if problem.expected_m in WIDE_ROWS
                                  else (TILE, PIPES))
+    dynamic = problem.expected_m < DYNAMIC_BELOW
     return fitted_config(block_m, block_n, info, problem.out_kind, pipes=pipes,
-                         split_tail=problem.expected_m >= SPLIT_TAIL_FROM,
-                         dynamic=problem.expected_m < DYNAMIC_BELOW)
+                         split_tail=problem.expected_m >= SPLIT_TAIL_FROM, dynamic=dynamic,
+                         turns=not dynamic)
 
 
 def fitted_config(block_m: int, block_n: int, info: DeviceInfo,
@@ -295,7 +298,7 @@ def extra_arguments(plan: LaunchPlan, views: dict[str, TensorView]) -> tuple:
 def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
     """The configs the heuristics pick (TILE in whole tiles and WIDE_TILE with a split last
     round, both with tiles claimed at run time; TILE with a split last round, not
-    claimed), planned for ``info``, bf16 out."""
+    claimed, its pipelines taking turns), planned for ``info``, bf16 out."""
     return [choose_config(Problem(1, 4096, BLOCK_K, BLOCK_K, expected_m, OutKind.BF16), info)
             for expected_m in (1, WIDE_ROWS.start, DYNAMIC_BELOW)]
 
@@ -304,18 +307,18 @@ def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
     whole, wide, split = reference_configs()
     static_whole = dataclasses.replace(whole, dynamic=False)
     # The other output kinds; the wide tile in whole tiles and unclaimed, TILE in whole
-    # tiles unclaimed and split claimed, the other one-pipeline tiles, the other promote_k
-    # choice, the pair sharing b and the pipelines taking turns, which a caller can ask
-    # for through plan(config=).
+    # tiles unclaimed, split claimed and split with its pipelines issuing freely, the
+    # other one-pipeline tiles, the other promote_k choice, the pair sharing b (with and
+    # without turns), which a caller can ask for through plan(config=).
     configs = [whole, wide, split, dataclasses.replace(split, out_kind=OutKind.F32),
                dataclasses.replace(split, out_kind=OutKind.F16),
                dataclasses.replace(wide, split_tail=False),
                dataclasses.replace(wide, dynamic=False), static_whole,
-               dataclasses.replace(split, dynamic=True),
+               dataclasses.replace(split, dynamic=True, turns=False),
+               dataclasses.replace(split, turns=False),
                fitted_config(64, 128, REFERENCE_DEVICE), fitted_config(192, 64, REFERENCE_DEVICE),
                dataclasses.replace(wide, promote_k=128),
                dataclasses.replace(static_whole, cluster=2),
-               dataclasses.replace(static_whole, turns=True),
                dataclasses.replace(static_whole, cluster=2, turns=True)]
     return [(KernelSpec(SOURCE, config.expression(), target), r"QGMMA") for config in configs]
 

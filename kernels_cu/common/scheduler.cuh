@@ -124,11 +124,10 @@ struct MaskedTileScheduler {
     return true;
   }
 
-  // Once next_tile returned false (group_base is then the number of tiles; not with
-  // SPLIT_TAIL, which stops at split_end): whether the round before this pipeline's next
-  // one had a tile. For pipeline 1 of two, that round is pipeline 0's, which then runs
-  // one tile more.
+  // Once next_tile returned false: whether the round before this pipeline's next one
+  // had a tile (a whole or a half one). For pipeline 1 of two, that round is pipeline
+  // 0's, which then runs one tile more.
   __device__ bool previous_round_had_tile(i32 pipes) const {
-    return next - step / pipes < group_base;
+    return next - step / pipes < tickets_end();
   }
 };

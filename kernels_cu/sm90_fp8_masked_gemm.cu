@@ -328,9 +328,10 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
     }
   };
   // What this warpgroup does with a tile, decided once per tile and broadcast from lane
-  // 0: the compiler then sees every branch on it as warp-uniform and keeps the k loop's
+  // 0: the compiler then sees every branch on it as warp-uniform, keeps the k loop's
   // control, ring position and wgmma descriptors in uniform registers (a loop entered
-  // under a branch it cannot prove uniform costs 8-19 %: docs/performance.md, item 38).
+  // under a branch it cannot prove uniform cost 8-19 %: docs/performance.md, items 38,
+  // 39) and does not serialise the wgmma under it (ptxas warning C7518).
   enum Work : int { SKIP, WHOLE_TILE, FIRST_HALF, SECOND_HALF };  // halves: tile.half 1, 2
   if (turn == 1) pass_turn();  // warpgroup 0 goes first
   while (read_next_tile<DYNAMIC>(scheduler, ring, tile)) {

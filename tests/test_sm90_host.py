@@ -32,7 +32,7 @@ def test_runs_only_on_hopper_and_builds_for_sm_90a():
     assert sm90.FAMILY.validated_archs == (90,)
 
 
-@pytest.mark.parametrize("expected_m", [0, 1, 8, 63, 113, 256, 4096])
+@pytest.mark.parametrize("expected_m", [0, 1, 8, 53, 113, 256, 4096])
 def test_one_tile_in_two_pipelines_outside_the_wide_rows(expected_m):
     config = sm90.choose_config(problem(expected_m=expected_m), H100)
     assert (config.block_m, config.block_n, config.pipes) == (64, 128, 2)
@@ -40,7 +40,7 @@ def test_one_tile_in_two_pipelines_outside_the_wide_rows(expected_m):
     assert config.consumer_warpgroups == 2 and config.threads == 384
 
 
-@pytest.mark.parametrize("expected_m", [64, 80, 96, 112])
+@pytest.mark.parametrize("expected_m", [54, 63, 64, 80, 96, 112])
 def test_a_wide_tile_in_one_pipeline_where_groups_hold_one_to_two_small_tiles(expected_m):
     config = sm90.choose_config(problem(expected_m=expected_m), H100)
     assert (config.block_m, config.block_n, config.pipes) == (128, 128, 1)

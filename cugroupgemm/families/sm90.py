@@ -161,13 +161,15 @@ def most_tiles(problem: Problem, block_m: int, block_n: int) -> int:
 TILE = (64, 128)
 PIPES = 2
 # Except where a typical group has between one and two 64-row tiles of rows
-# (expected_m in WIDE_ROWS, masked_m mostly 45-125): there one 128 x 128 tile (two
+# (expected_m in WIDE_ROWS, masked_m mostly 38-145; from expected_m 50 on, groups of
+# round(1.3 expected_m) rows need a second 64-row tile): there one 128 x 128 tile (two
 # warpgroups taking turns, one pipeline) streams each group's b through one SM per n
-# tile instead of two. Measured (docs/performance.md, log items 27 and 36), claimed
-# against the 64 x 128 tile's pick there: 8-24 % faster at expected_m 64-96, 4 % at 104,
-# 0-2 % at 112; 3 % slower at 120, 5-6 % at 128 and 0.5-4 % at 48.
+# tile instead of two. Measured (docs/performance.md, log items 27, 36 and 41), claimed
+# against the 64 x 128 tile's pick there: 2-9 % faster at expected_m 56-60, 2-24 % at
+# 64-96, 4 % at 104, 0-2 % at 112; 3 % slower at 120, 5-6 % at 128; at 52-54 3 % faster
+# with n 7168 and k 2048, 1.5 % slower with n 4096 and k 7168; 0.5-4 % slower at 48-50.
 WIDE_TILE = (128, 128)
-WIDE_ROWS = range(64, 113)
+WIDE_ROWS = range(54, 113)
 # From this expected_m on, either tile splits a last partial round into half tiles where
 # the halves fit one round (Sm90Config.split_tail). Measured on the H200
 # (docs/performance.md, log item 33): where a split happens, 13 % faster on prefill G1
@@ -298,18 +300,20 @@ def extra_arguments(plan: LaunchPlan, views: dict[str, TensorView]) -> tuple:
 def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
     """The configs the heuristics pick (TILE in whole tiles and WIDE_TILE with a split last
     round, both with tiles claimed at run time; TILE with a split last round, not
-    claimed, its pipelines taking turns), planned for ``info``, bf16 out."""
+    claimed, its pipelines taking turns), planned for ``info``, bf16 out. (WIDE_TILE in
+    whole tiles, the pick from WIDE_ROWS.start to SPLIT_TAIL_FROM, is check_specs'.)"""
     return [choose_config(Problem(1, 4096, BLOCK_K, BLOCK_K, expected_m, OutKind.BF16), info)
-            for expected_m in (1, WIDE_ROWS.start, DYNAMIC_BELOW)]
+            for expected_m in (1, SPLIT_TAIL_FROM, DYNAMIC_BELOW)]
 
 
 def check_specs(target: str) -> list[tuple[KernelSpec, str]]:
     whole, wide, split = reference_configs()
     static_whole = dataclasses.replace(whole, dynamic=False)
-    # The other output kinds; the wide tile in whole tiles and unclaimed, TILE in whole
-    # tiles unclaimed, split claimed and split with its pipelines issuing freely, the
-    # other one-pipeline tiles, the other promote_k choice, the pair sharing b (with and
-    # without turns), which a caller can ask for through plan(config=).
+    # The other output kinds; the wide tile in whole tiles (the pick below
+    # SPLIT_TAIL_FROM) and unclaimed, TILE in whole tiles unclaimed, split claimed and
+    # split with its pipelines issuing freely, the other one-pipeline tiles, the other
+    # promote_k choice, the pair sharing b (with and without turns), which a caller can
+    # ask for through plan(config=).
     configs = [whole, wide, split, dataclasses.replace(split, out_kind=OutKind.F32),
                dataclasses.replace(split, out_kind=OutKind.F16),
                dataclasses.replace(wide, split_tail=False),

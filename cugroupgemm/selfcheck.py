@@ -130,8 +130,11 @@ PROBES = (
     Probe(5, 96, 272, 2048, (0, 1, 17, 95, 96), 8, OutKind.F32),
     Probe(4, 130, 400, 1280, (130, 97, 64, 1), 80, OutKind.F16),
     Probe(3, 300, 272, 640, (300, 193, 160), 160, OutKind.BF16),
-    # A group's rows in both halves of a 128-row tile, and one in its first half only.
-    Probe(2, 72, 144, 1024, (72, 40), 56, OutKind.BF16),
+    # Enough n tiles for a 128-row tile per group and n tile to cover 132 SMs (sm90's
+    # wide tile): a group's rows in both halves of such a tile, in its first half only,
+    # and past one tile.
+    Probe(2, 72, 8464, 256, (72, 40), 56, OutKind.BF16),
+    Probe(2, 150, 8464, 256, (150, 97), 96, OutKind.BF16),
     # Prefill: about 330 live 128 x 128 tiles, more than two per CTA on 148 SMs.
     Probe(8, 257, 3840, 256, (257, 256, 129, 128, 127, 65, 1, 0), 200, OutKind.BF16),
 )

@@ -159,12 +159,15 @@ def normalised(config):
 
 @pytest.mark.parametrize("family, device", [(sm90, H100), (sm100, B200)])
 def test_the_probes_reach_every_tile_shape_the_heuristics_pick(family, device):
-    def shape(expected_m, m=4096):
-        return normalised(family.plan(Problem(8, m, 4096, 1024, expected_m, OutKind.BF16),
-                                      device).config)
+    def shape(problem):
+        return normalised(family.plan(problem, device).config)
 
-    chosen = {shape(em) for em in range(1, 4097)}
-    probed = {shape(p.expected_m, p.m) for p in selfcheck.PROBES}
+    # Every expected_m, with tiles enough to cover the SMs and with a few (sm90's wide
+    # tile needs the first); each probe as the problem it runs.
+    chosen = {shape(Problem(groups, 4096, n, 1024, em, OutKind.BF16))
+              for groups, n in ((8, 4096), (1, 256)) for em in range(1, 4097)}
+    probed = {shape(Problem(p.groups, p.m, p.n, p.k, p.expected_m, p.out_kind))
+              for p in selfcheck.PROBES}
     assert chosen <= probed, f"no probe reaches {chosen - probed}"
 
 

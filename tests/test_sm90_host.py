@@ -48,6 +48,16 @@ def test_a_wide_tile_in_one_pipeline_where_groups_hold_one_to_two_small_tiles(ex
     assert config.consumer_warpgroups == 2 and config.threads == 384
 
 
+@pytest.mark.parametrize("groups, n, device, wide", [
+    (32, 4096, H100, True), (4, 7168, H100, True),  # 4 x 56 n tiles >= 132 SMs
+    (4, 4096, H100, False), (2, 7168, H100, False), (1, 4096, H100, False),
+    (4, 4096, H100_PCIE, True)])  # 128 tiles on 114 SMs
+def test_the_wide_tile_only_where_its_tiles_cover_every_sm(groups, n, device, wide):
+    config = sm90.choose_config(problem(groups=groups, n=n, expected_m=80), device)
+    assert (config.block_m, config.pipes) == ((128, 1) if wide else (64, 2))
+    assert config.dynamic and config.split_tail  # claimed, as through WIDE_ROWS
+
+
 def test_the_reference_configs_are_the_heuristics_choices():
     whole, wide, split = sm90.reference_configs()
     assert (whole.block_m, whole.block_n, whole.pipes, whole.stages) == (64, 128, 2, 4)

@@ -168,6 +168,11 @@ PIPES = 2
 # against the 64 x 128 tile's pick there: 2-9 % faster at expected_m 56-60, 2-24 % at
 # 64-96, 4 % at 104, 0-2 % at 112; 3 % slower at 120, 5-6 % at 128; at 52-54 3 % faster
 # with n 7168 and k 2048, 1.5 % slower with n 4096 and k 7168; 0.5-4 % slower at 48-50.
+# Only where a wide tile per group and n tile covers every SM (uses_wide_tile): with fewer
+# tiles, the 64 x 128 tile's twice as many run on twice as many SMs. Measured at
+# expected_m 54-104 where G x n/128 < 132 (docs/performance.md, log item 41 e): up to 26 %
+# faster (G = 1, n 4096), at worst 1 % slower (G = 2, n 4096, expected_m 80-104); the
+# wide tile 3-10 % ahead again at G = 4, n 7168 (224 tiles) from expected_m 60.
 WIDE_TILE = (128, 128)
 WIDE_ROWS = range(54, 113)
 # From this expected_m on, either tile splits a last partial round into half tiles where
@@ -194,7 +199,7 @@ DYNAMIC_BELOW = WIDE_ROWS.stop
 
 def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
     """The tile (TILE in PIPES pipelines, or WIDE_TILE in one where expected_m is in
-    WIDE_ROWS), its last partial round split into half tiles from expected_m
+    WIDE_ROWS and its tiles cover every SM), its last partial round split into half tiles from expected_m
     SPLIT_TAIL_FROM on, its tiles claimed at run time below expected_m DYNAMIC_BELOW (and
     TILE's pipelines taking turns from there on), stages from the device's shared
     memory.
@@ -213,12 +218,19 @@ def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
     - expected_m 64 -> block_m 128, block_n 128, one pipeline of
       232448 // (32768 + 40 + 528) = 6 stages, smem 6 * 33336 = 200016 B, 384 threads.
     """
-    (block_m, block_n), pipes = ((WIDE_TILE, 1) if problem.expected_m in WIDE_ROWS
+    (block_m, block_n), pipes = ((WIDE_TILE, 1) if uses_wide_tile(problem, info)
                                  else (TILE, PIPES))
     dynamic = problem.expected_m < DYNAMIC_BELOW
     return fitted_config(block_m, block_n, info, problem.out_kind, pipes=pipes,
                          split_tail=problem.expected_m >= SPLIT_TAIL_FROM, dynamic=dynamic,
                          turns=not dynamic)
+
+
+def uses_wide_tile(problem: Problem, info: DeviceInfo) -> bool:
+    """Whether choose_config takes WIDE_TILE: expected_m in WIDE_ROWS, and one wide tile per
+    group (at most a few groups there hold more than 128 rows) and n tile for every SM."""
+    n_tiles = -(-problem.n // WIDE_TILE[1])
+    return problem.expected_m in WIDE_ROWS and problem.num_groups * n_tiles >= info.sm_count
 
 
 def fitted_config(block_m: int, block_n: int, info: DeviceInfo,
@@ -301,8 +313,10 @@ def reference_configs(info: DeviceInfo = REFERENCE_DEVICE) -> list[Sm90Config]:
     """The configs the heuristics pick (TILE in whole tiles and WIDE_TILE with a split last
     round, both with tiles claimed at run time; TILE with a split last round, not
     claimed, its pipelines taking turns), planned for ``info``, bf16 out. (WIDE_TILE in
-    whole tiles, the pick from WIDE_ROWS.start to SPLIT_TAIL_FROM, is check_specs'.)"""
-    return [choose_config(Problem(1, 4096, BLOCK_K, BLOCK_K, expected_m, OutKind.BF16), info)
+    whole tiles, the pick from WIDE_ROWS.start to SPLIT_TAIL_FROM, is check_specs'.) A
+    group per SM, so that the wide tile's tiles cover them."""
+    return [choose_config(Problem(info.sm_count, 4096, BLOCK_K, BLOCK_K, expected_m,
+                                  OutKind.BF16), info)
             for expected_m in (1, SPLIT_TAIL_FROM, DYNAMIC_BELOW)]
 
 

@@ -199,10 +199,10 @@ DYNAMIC_BELOW = WIDE_ROWS.stop
 
 def choose_config(problem: Problem, info: DeviceInfo) -> Sm90Config:
     """The tile (TILE in PIPES pipelines, or WIDE_TILE in one where expected_m is in
-    WIDE_ROWS and its tiles cover every SM), its last partial round split into half tiles from expected_m
-    SPLIT_TAIL_FROM on, its tiles claimed at run time below expected_m DYNAMIC_BELOW (and
-    TILE's pipelines taking turns from there on), stages from the device's shared
-    memory.
+    WIDE_ROWS and its tiles cover every SM), its last partial round split into half
+    tiles from expected_m SPLIT_TAIL_FROM on, its tiles claimed at run time below
+    expected_m DYNAMIC_BELOW (and TILE's pipelines taking turns from there on), stages
+    from the device's shared memory.
 
     - promote_k: DEFAULT_PROMOTE_K (accuracy; docs/performance.md).
     - stages per pipeline: as many as fit the device's opt-in shared memory

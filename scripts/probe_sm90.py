@@ -4,7 +4,7 @@ kernels_cu/ (the repository's sources are never touched); edits join with '+'.
 
     python scripts/probe_sm90.py VARIANTS [--configs 64x128x64x2,...] [--shapes 0,10,14]
                                           [--expected-m 48,96] [--trees DIR,DIR]
-                                          [--rounds 2]
+                                          [--rounds 2] [--once]
 
 VARIANTS, comma-separated: base (no edit) and
   loads_only      consumers hand each stage back unread (the load path alone)
@@ -37,6 +37,9 @@ kernels_cu/ copies in the same run (say, another branch's, exported with
 each line naming its tree by the folder that holds it (or "worktree"). --rounds N times it
 all N times, the trees taking turns: the machine's speed drifts within a call, so only
 alternated rounds compare (log item 38).
+--once launches each (variant, shape, config) once, untimed, for a profiler (log item 42 b):
+    ncu --clock-control none --kernel-name regex:sm90_fp8 --metrics ... \
+        python scripts/probe_sm90.py base --once --shapes 12 --configs 64x128x64x2x1x1x1
 The kernels' results are not checked: timing only.
 """
 
@@ -171,6 +174,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=1,
                         help="time everything this many times, the trees and variants taking "
                         "turns (the machine's speed drifts: compare alternated rounds)")
+    parser.add_argument("--once", action="store_true",
+                        help="launch each once without timing (for a profiler)")
     args = parser.parse_args()
     variants = args.variants.split(",")
     trees = [Path(t) for t in args.trees.split(",")] if args.trees else [ROOT / "kernels_cu"]
@@ -203,6 +208,11 @@ def main():
         for shape, case in zip(shapes, cases):
             work = bench_shapes.work(shape, case.masked_m, 2)
             for config in configs:
+                if args.once:
+                    tune_sm90.launch_config(case, config, info)
+                    print(f"launched {name} {shape.label} G{shape.groups} em{shape.expected_m} "
+                          f"n{shape.n} k{shape.k} {'x'.join(map(str, config))}", flush=True)
+                    continue
                 us = tune_sm90.time_config(case, config, info)
                 print(f"{name:28s} {shape.label:8s} G{shape.groups:<3d} "
                       f"em{shape.expected_m:<5d} n{shape.n:<5d} k{shape.k:<5d} "

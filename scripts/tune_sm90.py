@@ -49,15 +49,21 @@ def config_of(candidate, info):
                               pipes=pipes, **options)
 
 
-def launch_once(shapes, info):
+def launch_config(case, candidate, info) -> None:
+    """Our GEMM on ``case`` (f16 out) with ``candidate``'s config forced, launched once and
+    waited for (for a profiler)."""
     import cupy as cp
 
+    with forced(config_of(candidate, info)):
+        bench.prepare_ours(case, OutKind.F16).call(0)
+    cp.cuda.runtime.deviceSynchronize()
+
+
+def launch_once(shapes, info):
     for shape in shapes:
         case = bench.make_case(shape)
         for candidate in CANDIDATES:
-            with forced(config_of(candidate, info)):
-                bench.prepare_ours(case, OutKind.F16).call(0)
-            cp.cuda.runtime.deviceSynchronize()
+            launch_config(case, candidate, info)
             print(f"launched {shape.label} G{shape.groups} em{shape.expected_m} {candidate}",
                   flush=True)
 

@@ -24,6 +24,10 @@ PARALLEL=$($PY -c "import xdist" 2>/dev/null && echo "-n 8")
 $PY -m pytest -q -p no:cacheprovider $PARALLEL --junitxml="$LOG_DIR/junit.xml" "$@" 2>&1 \
   | tee "$LOG_DIR/tests.log" | tail -40
 tests_rc=${PIPESTATUS[0]}
+# The GPU's state right after the suite, beside the quick bench it may slow (a hot GPU
+# clocks lower: log item 41's em64 outlier came right after the suite).
+nvidia-smi --query-gpu=temperature.gpu,clocks.sm,power.draw,clocks_event_reasons.active \
+  --format=csv 2>&1 | tee "$LOG_DIR/after-tests-state.txt"
 $PY -m cugroupgemm bench --quick --json "$LOG_DIR/bench.json" --plot "$LOG_DIR/bench.png" 2>&1 | tee "$LOG_DIR/bench.log"
 echo "summary: $(head -1 "$LOG_DIR/device.txt") | $(sed -n 2p "$LOG_DIR/device.txt") | $(tail -1 "$LOG_DIR/tests.log")"
 exit "$tests_rc"

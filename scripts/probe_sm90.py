@@ -23,6 +23,10 @@ VARIANTS, comma-separated: base (no edit) and
   nonuniform_k    the consumer's k loop bounded by k_blocks read through a shuffle, which
                   ptxas cannot prove warp-uniform: the loop's control moves from the
                   uniform datapath (UIADD3, ULOP3) to the vector one (log item 38)
+  timeline        each consumer warpgroup records, per tile (its first 8), the GPU's clock
+                  (ns) when it took the tile, ended its k loop and ended its epilogue, and
+                  prints them 3 ms after its first tile (the grid done) with its CTA,
+                  pipeline, warpgroup, group, n0 and 4 m0 + half (with --once: item 43)
   tile_pairs      the scheduler before log item 21: tile t on pipeline t % 2 of CTA
                   (t / 2) % grid (an A/B of item 21's rounds; not with turns, whose last
                   hand-overs assume rounds: it could hang)
@@ -73,6 +77,7 @@ def _plain(text):
 
 
 SCHEDULER = "common/scheduler.cuh"
+_NOW = 'unsigned long long {0}; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"({0}));\n'
 
 EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replacement)]
     "loads_only": [(_plain("const bool has_rows = m0 + consumer * WG_ROWS < tile.rows_valid;"),
@@ -109,6 +114,37 @@ EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replaceme
                       "const int k_end = __shfl_sync(0xffffffff, k_blocks, 0);\n"
                       "for (int kb = 0; kb < k_end; ++kb) {\n"
                       "sm90::mbar_wait(&full[stage], phase);\nwait_turn();\n#pragma unroll")],
+    "timeline": [
+        (_plain("enum Work : int {"),
+         "constexpr int PROBE_TILES = 8;\n"
+         "unsigned long long probe_clock[PROBE_TILES][3]; int probe_tile[PROBE_TILES][3];\n"
+         "int probe_tiles = 0;\nenum Work : int {"),
+        (_plain("const int m0 = tile.m0 + rank * BLOCK_M;"),
+         _NOW.format("probe_t0") + "const int m0 = tile.m0 + rank * BLOCK_M;"),
+        (_plain("// Epilogue straight from registers:"),
+         _NOW.format("probe_t1") + "// Epilogue straight from registers:"),
+        (_plain("};\nif constexpr (SPLIT_TAIL) {\nif (work != WHOLE_TILE) {"),
+         _NOW.format("probe_t2") + "if (probe_tiles < PROBE_TILES) {\n"
+         "probe_clock[probe_tiles][0] = probe_t0; probe_clock[probe_tiles][1] = probe_t1;\n"
+         "probe_clock[probe_tiles][2] = probe_t2; probe_tile[probe_tiles][0] = tile.group;\n"
+         "probe_tile[probe_tiles][1] = tile.n0; probe_tile[probe_tiles][2] = tile.m0 * 4 + tile.half;\n"
+         "}\n++probe_tiles;\n"
+         "};\nif constexpr (SPLIT_TAIL) {\nif (work != WHOLE_TILE) {"),
+        # Printed after the loop, once the whole grid is surely done (3 ms after the first
+        # tile): a printf per tile, or one as a CTA ends, held the tiles still running back
+        # by 100s of us.
+        (_plain("if (turn == 0) wait_turn();"),
+         "if (threadIdx.x % 128 == 0) {\n"
+         "for (unsigned long long probe_now = probe_clock[0][0]; probe_tiles > 0 &&\n"
+         "probe_now < probe_clock[0][0] + 3000000ull; __nanosleep(100000))\n"
+         'asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(probe_now));\n'
+         "for (int i = 0; i < probe_tiles && i < PROBE_TILES; ++i)\n"
+         'printf("timeline %d %d %d %d %d %d %llu %llu %llu\\n", blockIdx.x, pipe, consumer, '
+         "probe_tile[i][0], probe_tile[i][1], probe_tile[i][2], probe_clock[i][0], "
+         "probe_clock[i][1], probe_clock[i][2]);\n"
+         'if (probe_tiles > PROBE_TILES) printf("timeline-overflow %d\\n", probe_tiles);\n}\n'
+         "if (turn == 0) wait_turn();"),
+    ],
     "tile_pairs": [(SCHEDULER, _plain("next(unit + static_cast<i64>(pipe) * units),"),
                     "next(static_cast<i64>(unit) * pipes + pipe),")],
 }

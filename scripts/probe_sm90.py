@@ -26,7 +26,9 @@ VARIANTS, comma-separated: base (no edit) and
   timeline        each consumer warpgroup records, per tile (its first 8), the GPU's clock
                   (ns) when it took the tile, ended its k loop and ended its epilogue, and
                   prints them 3 ms after its first tile (the grid done) with its CTA,
-                  pipeline, warpgroup, group, n0 and 4 m0 + half (with --once: item 43)
+                  pipeline, warpgroup, group, n0 and 4 m0 + half (with --once: item 43).
+                  Its printf makes ptxas serialise every wgmma (C7510): read where the
+                  time goes, not rates
   tile_pairs      the scheduler before log item 21: tile t on pipeline t % 2 of CTA
                   (t / 2) % grid (an A/B of item 21's rounds; not with turns, whose last
                   hand-overs assume rounds: it could hang)
@@ -77,7 +79,8 @@ def _plain(text):
 
 
 SCHEDULER = "common/scheduler.cuh"
-_NOW = 'unsigned long long {0}; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"({0}));\n'
+_READ_CLOCK = 'asm volatile("mov.u64 %0, %%globaltimer;" : "=l"({0}));\n'  # ns, GPU-wide
+_NOW = "unsigned long long {0}; " + _READ_CLOCK
 
 EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replacement)]
     "loads_only": [(_plain("const bool has_rows = m0 + consumer * WG_ROWS < tile.rows_valid;"),
@@ -137,7 +140,7 @@ EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replaceme
          "if (threadIdx.x % 128 == 0) {\n"
          "for (unsigned long long probe_now = probe_clock[0][0]; probe_tiles > 0 &&\n"
          "probe_now < probe_clock[0][0] + 3000000ull; __nanosleep(100000))\n"
-         'asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(probe_now));\n'
+         + _READ_CLOCK.format("probe_now") +
          "for (int i = 0; i < probe_tiles && i < PROBE_TILES; ++i)\n"
          'printf("timeline %d %d %d %d %d %d %llu %llu %llu\\n", blockIdx.x, pipe, consumer, '
          "probe_tile[i][0], probe_tile[i][1], probe_tile[i][2], probe_clock[i][0], "

@@ -32,6 +32,11 @@ VARIANTS, comma-separated: base (no edit) and
   tile_pairs      the scheduler before log item 21: tile t on pipeline t % 2 of CTA
                   (t / 2) % grid (an A/B of item 21's rounds; not with turns, whose last
                   hand-overs assume rounds: it could hang)
+  no_scale_warp   the scale warp returns at once and the full barriers wait for the TMA
+                  alone (the consumers read stale scales): what the scale warp costs
+                  (log item 46)
+  scale_pad       the scale warp's k loop 48 dependent inline-asm multiply-adds longer
+                  (43 SASS instructions): what a producer warp's instructions cost
 e.g. "base,loads_only,consumers_only,consumers_only+promote_once". Shapes are indices into
 bench_shapes.HOPPER (default: prefill G1, decode em64, em256 at n 4096); configs are
 block_m x block_n x promote_k x pipes [x cluster [x turns [x split_tail [x dynamic]]]] (0 or 1
@@ -79,6 +84,8 @@ def _plain(text):
 
 
 SCHEDULER = "common/scheduler.cuh"
+_SCALE_WARP_TEXT = "} else {  // the scales, asynchronously, so the warp runs ahead as TMA does"
+_SCALE_WARP = _plain(_SCALE_WARP_TEXT)
 _READ_CLOCK = 'asm volatile("mov.u64 %0, %%globaltimer;" : "=l"({0}));\n'  # ns, GPU-wide
 _NOW = "unsigned long long {0}; " + _READ_CLOCK
 
@@ -150,6 +157,18 @@ EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replaceme
     ],
     "tile_pairs": [(SCHEDULER, _plain("next(unit + static_cast<i64>(pipe) * units),"),
                     "next(static_cast<i64>(unit) * pipes + pipe),")],
+    "no_scale_warp": [(_plain("sm90::mbar_init(&full[s], 1 + SCALE_LANES);"),
+                       "sm90::mbar_init(&full[s], 1);"),
+                      # At run time, so the code and its layout stay those of the kernel.
+                      (_SCALE_WARP, _SCALE_WARP_TEXT + "\nif (p.k > 0) return;")],
+    "scale_pad": [(_SCALE_WARP, _SCALE_WARP_TEXT + "\nu32 probe_pad = lane;"),
+                  (_plain("if (lane == 0) sm90::cp_async_4(slot + BLOCK_M, b_col + kb * p.bs_stride_k);"),
+                   "if (lane == 0) sm90::cp_async_4(slot + BLOCK_M, b_col + kb * p.bs_stride_k);\n"
+                   + "".join(f'asm volatile("mad.lo.u32 %0, %0, %1, {i + 3};" '
+                             ': "+r"(probe_pad) : "r"(p.k));\n' for i in range(48))),
+                  (_plain("sm90::cp_async_wait_all();"),
+                   'if (probe_pad == 0xdeadbeefu) asm volatile("trap;");\n'
+                   "sm90::cp_async_wait_all();")],
 }
 
 

@@ -42,6 +42,7 @@ def test_an_edit_whose_text_moved_is_refused(probe):
 @pytest.mark.parametrize("variant", ["loads_only", "consumers_only", "no_scales", "b_only",
                                      "promote_once", "no_wgmma", "no_barriers", "no_epilogue",
                                      "nonuniform_k", "tile_pairs", "unhooked", "timeline",
+                                     "no_scale_warp", "scale_pad",
                                      "consumers_only+promote_once"])
 def test_every_variant_applies_and_compiles(probe, tmp_path, monkeypatch, variant):
     originals = probe.kernel_sources(build.KERNEL_DIR)

@@ -17,7 +17,10 @@ VARIANTS, comma-separated: base (no edit) and
   unhooked        the promotion adds the accumulators to themselves instead of the
                   wgmma results, and the wgmma wait moves after it: the same work, free
                   to run under the warpgroup's own wgmma (does the dependency hold the
-                  overlap back, or the SM's issue slots and registers?)
+                  overlap back, or the SM's issue slots and registers?). On today's
+                  kernel it spills (the slices in flight and the sums, 192 registers,
+                  live together in the consumers' 224; log item 48): its times are not
+                  the kernel's work any more
   no_epilogue     the output stores guarded by a condition that never holds (p.m < 0,
                   which ptxas cannot prove: the accumulators are still computed)
   nonuniform_k    the consumer's k loop bounded by k_blocks read through a shuffle, which

@@ -11,28 +11,41 @@ import functools
 import os
 
 
-def make_gemm_inputs(groups, m, n, k, masked_m, seed=0):
+def make_gemm_inputs(groups, m, n, k, masked_m, seed=0, host_born=False):
     """Fresh random CuPy inputs: normal data quantised with plain (non-power-of-two) scales.
 
     Row magnitudes vary over 2^-2..2^0 so per-token scales differ row to row. The data
     lives in the regime of upstream's tests (dequantised values of order 1), where
     DESIGN.md's element-wise bound |out - ref| <= 3e-2 (1 + |ref|) is meaningful: the
     tensor cores' fp8 accumulation error scales with the magnitude of the summed terms.
+    ``host_born``: drawn and quantised by NumPy (cugroupgemm.reference's quantizers, which
+    the GPU's match bit for bit) and copied to the device, so that no kernel wrote them:
+    what initcheck can follow when it instruments only our kernels (scripts/sanitize.sh).
     """
     import cupy as cp
+    import numpy as np
 
+    from . import reference
     from .quantize import per_block_cast_to_fp8, per_token_cast_to_fp8
 
-    rng = cp.random.RandomState(seed)
-    row_scale = cp.exp2(rng.randint(-2, 1, size=(groups, m, 1))).astype(cp.float32)
-    a = rng.standard_normal((groups, m, k), dtype=cp.float32) * row_scale
-    a_fp8, a_scale = per_token_cast_to_fp8(a, power_of_two_scale=False)
+    if host_born:
+        xp, rng = np, np.random.default_rng(seed)
+        integers, quantize_rows, quantize_blocks = (rng.integers, reference.per_token_cast_to_fp8,
+                                                    reference.per_block_cast_to_fp8)
+    else:
+        xp, rng = cp, cp.random.RandomState(seed)
+        integers, quantize_rows, quantize_blocks = (rng.randint, per_token_cast_to_fp8,
+                                                    per_block_cast_to_fp8)
+    row_scale = xp.exp2(integers(-2, 1, size=(groups, m, 1))).astype(xp.float32)
+    a = rng.standard_normal((groups, m, k), dtype=xp.float32) * row_scale
+    a_fp8, a_scale = quantize_rows(a, power_of_two_scale=False)
     del a
-    b = rng.standard_normal((groups, n, k), dtype=cp.float32)
-    b_fp8, b_scale = per_block_cast_to_fp8(b, power_of_two_scale=False)
+    b = rng.standard_normal((groups, n, k), dtype=xp.float32)
+    b_fp8, b_scale = quantize_blocks(b, power_of_two_scale=False)
     del b
-    return dict(a=a_fp8, b=b_fp8, a_scale=a_scale, b_scale=b_scale,
-                masked_m=cp.asarray(masked_m, dtype=cp.int32))
+    inputs = dict(a=a_fp8, b=b_fp8, a_scale=a_scale, b_scale=b_scale,
+                  masked_m=xp.asarray(masked_m, dtype=xp.int32))
+    return {name: cp.asarray(array) for name, array in inputs.items()}
 
 
 def reference_gpu(a, b, a_scale, b_scale, masked_m):
@@ -57,21 +70,23 @@ def reference_gpu(a, b, a_scale, b_scale, masked_m):
 
 
 def assert_close_to_reference(out, ref, masked_m):
-    """DESIGN.md's bar on valid rows: calc_diff < 1e-3 per group and |out-ref| <= 3e-2(1+|ref|)."""
+    """DESIGN.md's bar on valid rows: calc_diff < 1e-3 per group and |out-ref| <= 3e-2(1+|ref|).
+    out and ref: both CuPy or both NumPy arrays."""
     import cupy as cp
     import numpy as np
 
     from cugroupgemm.reference import calc_diff
 
+    xp = cp.get_array_module(out)
     m = ref.shape[1]
     for g, rows in enumerate(np.clip(cp.asnumpy(masked_m), 0, m)):
         got, want = out[g, :rows], ref[g, :rows]
         if rows == 0:
             continue
-        assert not bool(cp.isnan(got).any()), f"group {g}: NaN in the output"
+        assert not bool(xp.isnan(got).any()), f"group {g}: NaN in the output"
         diff = calc_diff(cp.asnumpy(got), cp.asnumpy(want))
         assert diff < 1e-3, f"group {g}: calc_diff {diff}"
-        excess = cp.abs(got - want) - 3e-2 * (1 + cp.abs(want))
+        excess = xp.abs(got - want) - 3e-2 * (1 + xp.abs(want))
         assert float(excess.max()) <= 0, f"group {g}: max excess error {float(excess.max())}"
 
 
@@ -104,15 +119,17 @@ class PoisonedOutput:
     the buffer, so ``assert_only_valid_rows_written`` sees any stray store.
     """
 
-    def __init__(self, shape, dtype, row_pad=0, front=256, back=4096):
+    def __init__(self, shape, dtype, row_pad=0, front=256, back=4096, host_born=False):
         import cupy as cp
         import numpy as np
 
         dtype = np.dtype(dtype)
         groups, m, n = shape
         self.shape, self.row_pad, self.front = tuple(shape), row_pad, front
-        self.bits = cp.full(front + groups * m * (n + row_pad) + back,
-                            POISON_BITS[dtype.itemsize], dtype=f"uint{8 * dtype.itemsize}")
+        size, bits = front + groups * m * (n + row_pad) + back, POISON_BITS[dtype.itemsize]
+        kind = f"uint{8 * dtype.itemsize}"
+        # host_born: poisoned by a copy from the host, not by a kernel (make_gemm_inputs)
+        self.bits = cp.asarray(np.full(size, bits, kind)) if host_born else cp.full(size, bits, kind)
         self.out = self.region(self.bits.view(dtype))
 
     def region(self, whole):
@@ -122,20 +139,25 @@ class PoisonedOutput:
         return whole[self.front:end].reshape(groups, m, n + self.row_pad)[:, :, :n]
 
 
-def assert_only_valid_rows_written(poisoned: PoisonedOutput, masked_m):
-    """Rows [0, clamp(masked_m[g], 0, m)) of every group were written; nothing else was."""
+def assert_only_valid_rows_written(poisoned: PoisonedOutput, masked_m, bits=None):
+    """Rows [0, clamp(masked_m[g], 0, m)) of every group were written; nothing else was.
+    ``bits``: the buffer's contents if not ``poisoned.bits`` (a NumPy copy: checked on the
+    host)."""
     import cupy as cp
     import numpy as np
 
+    bits = poisoned.bits if bits is None else bits
+    xp = cp.get_array_module(bits)
     m = poisoned.shape[1]
-    valid = cp.zeros(poisoned.bits.shape, dtype=cp.bool_)
+    valid = xp.zeros(bits.shape, dtype=xp.bool_)
     region = poisoned.region(valid)
-    for g, rows in enumerate(np.clip(cp.asnumpy(cp.asarray(masked_m)).astype(np.int64), 0, m)):
+    rows_of = np.asarray(masked_m) if xp is np else cp.asnumpy(cp.asarray(masked_m))
+    for g, rows in enumerate(np.clip(rows_of.astype(np.int64), 0, m)):
         region[g, :rows] = True
-    untouched = poisoned.bits == POISON_BITS[poisoned.bits.dtype.itemsize]
+    untouched = bits == POISON_BITS[bits.dtype.itemsize]
     stray = ~untouched & ~valid
     if bool(stray.any()):
-        first = int(cp.argmax(stray))
+        first = int(xp.argmax(stray))
         raise AssertionError(f"{int(stray.sum())} elements outside the valid rows were written; "
                              f"the first at buffer index {first} (out starts at "
                              f"{poisoned.front}, rows padded by {poisoned.row_pad})")

@@ -6,8 +6,9 @@
 # SANITIZE_TOOLS picks tools (default all four); SANITIZE_TIMEOUT caps each run (400 s;
 # initcheck once took longer with a cold kernel cache, 28 cases in 2-4 s with a warm one).
 # Writes LOG_DIR/summary.txt (one verdict line per tool, also printed), cases.log (the
-# cases without a sanitizer), canary.log and one <tool>.log per tool. Exit status 0 only
-# when the cases are correct, the canary is caught and every tool is clean.
+# cases without a sanitizer), canary.log, initcheck-canary.log and one <tool>.log per
+# tool. Exit status 0 only when the cases are correct, both canaries are caught and every
+# tool is clean.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOG_DIR=${1:-./sanitize-logs}
@@ -73,6 +74,19 @@ if [ "$canary" != "?" ] && [ "$canary" -gt 0 ]; then
 else
   say "canary: NOT CAUGHT (errors: $canary): the verdicts below are not evidence; see canary.log"
   status=1
+fi
+# initcheck's own canary: the GEMM reading an a that nothing wrote. Without it, a clean
+# initcheck could mean an instrumentation that follows no read of ours.
+if [[ " ${SANITIZE_TOOLS:-initcheck} " == *" initcheck "* ]]; then
+  timeout "$LIMIT" "$SAN" --tool initcheck "${FILTER[@]}" --print-limit 5 \
+    $PY scripts/sanitize_cases.py --unwritten-canary > "$LOG_DIR/initcheck-canary.log" 2>&1
+  unwritten=$(errors_in "$LOG_DIR/initcheck-canary.log")
+  if [ "$unwritten" != "?" ] && [ "$unwritten" -gt 0 ]; then
+    say "initcheck canary: caught ($unwritten errors for a read of memory nothing wrote)"
+  else
+    say "initcheck canary: NOT CAUGHT (errors: $unwritten): initcheck's verdict is not evidence"
+    status=1
+  fi
 fi
 
 for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do

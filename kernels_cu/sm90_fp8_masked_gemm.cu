@@ -385,12 +385,20 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
         sm90::wgmma_commit();
       };
 
+      // Whether the k block's stage is known loaded: tested right after the previous k
+      // block's wgmma issue, so that the barrier's latency is off the path from the
+      // promotion to the next issue when the loads run ahead.
+      bool loaded = false;
       for (int kb = 0; kb < k_blocks; ++kb) {
-        sm90::mbar_wait(&full[stage], phase);
+        if (!loaded) sm90::mbar_wait(&full[stage], phase);
         wait_turn();
 #pragma unroll
         for (int h = 0; h < SLICES; ++h) issue(part[h], stage, h);
         pass_turn();
+        {
+          const int next = stage + 1 == (pipe + 1) * STAGES ? pipe * STAGES : stage + 1;
+          loaded = sm90::mbar_test(&full[next], next == pipe * STAGES ? phase ^ 1 : phase);
+        }
         // The scales (rows row_in_tile and + 8) are read while the tensor core runs,
         // before the stage is handed back.
         const float* slot = scales + stage * SLOT_FLOATS;

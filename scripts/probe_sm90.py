@@ -104,7 +104,7 @@ EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replaceme
                  (_plain("sm90::wgmma_wait<0>();"), "")],
     "no_barriers": [
         (_plain("if (pipe >= PIPES || (warp % 2 == 0 && lane != 0)) return;"), "return;"),
-        (_plain("sm90::mbar_wait(&full[stage], phase);"), ""),
+        (_plain("sm90::mbar_wait(&full[stage], phase);"), "{}"),
         (_plain("release(stage);"), "")],
     "unhooked": [
         (_plain("sm90::wgmma_wait<0>();\n#pragma unroll\n      for (int h = 0; h < SLICES; ++h) {\n"
@@ -123,10 +123,10 @@ EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replaceme
          "    // Epilogue straight from registers")],
     "no_epilogue": [(r"col < p\.n\)", "col < p.n && p.m < 0)")],
     "nonuniform_k": [(_plain("for (int kb = 0; kb < k_blocks; ++kb) {\n"
-                             "sm90::mbar_wait(&full[stage], phase);\nwait_turn();\n#pragma unroll"),
+                             "if (!loaded) sm90::mbar_wait(&full[stage], phase);"),
                       "const int k_end = __shfl_sync(0xffffffff, k_blocks, 0);\n"
                       "for (int kb = 0; kb < k_end; ++kb) {\n"
-                      "sm90::mbar_wait(&full[stage], phase);\nwait_turn();\n#pragma unroll")],
+                      "if (!loaded) sm90::mbar_wait(&full[stage], phase);")],
     "timeline": [
         (_plain("enum Work : int {"),
          "constexpr int PROBE_TILES = 8;\n"

@@ -50,6 +50,21 @@ __device__ __forceinline__ void mbar_wait(u64* bar, u32 parity) {
       : "memory");
 }
 
+// Whether the phase of parity `parity` has completed, without waiting.
+__device__ __forceinline__ bool mbar_test(u64* bar, u32 parity) {
+  u32 done;
+  asm volatile(
+      "{\n"
+      "  .reg .pred p;\n"
+      "  mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "  selp.u32 %0, 1, 0, p;\n"
+      "}\n"
+      : "=r"(done)
+      : "r"(smem_u32(bar)), "r"(parity)
+      : "memory");
+  return done != 0;
+}
+
 // Arrives on the barrier at `bar`'s offset in the shared memory of CTA `rank` of the
 // cluster (this CTA's own when rank is its rank). CTA-scope release (the default), as
 // the stage's reads are already complete: .release.cluster compiles to MEMBAR.ALL.GPU,

@@ -4,8 +4,9 @@ GPU on a small and a tail-heavy problem, each result checked; exit status 1 if o
     python scripts/sanitize_cases.py            # the cases
     python scripts/sanitize_cases.py --canary   # a deliberate out-of-bounds write: the
                                                 # proof that the sanitizer sees our kernels
-    python scripts/sanitize_cases.py --unwritten-canary   # the GEMM reading an a that
-                                                # nothing wrote: initcheck's proof
+    python scripts/sanitize_cases.py --unwritten-canary FAMILY OPERAND   # the GEMM of
+                     # FAMILY reading an OPERAND (a, a_scale, ...) that nothing wrote
+    python scripts/sanitize_cases.py --families  # the kernel families this GPU runs
 
 Every array has its own cudaMalloc (no CuPy pool), so memcheck knows its exact bounds.
 Every byte our kernels read, and every byte copied back to the host, was written by a host
@@ -162,24 +163,26 @@ def canary():
     cp.cuda.runtime.deviceSynchronize()
 
 
-def unwritten_canary():
-    """The GEMM (the family this GPU picks) reading an ``a`` that nothing wrote: initcheck
-    must report it. Only ever run under compute-sanitizer."""
+def unwritten_canary(family, operand):
+    """The GEMM of ``family`` reading an ``operand`` that nothing wrote: what initcheck
+    reports of it. Only ever run under compute-sanitizer."""
     import cupy as cp
 
     from cugroupgemm import batch_deepgemm_fp8_nt_groupwise as gemm
-    from cugroupgemm.testing import make_gemm_inputs
+    from cugroupgemm.testing import kernel_family, make_gemm_inputs
 
     inputs = make_gemm_inputs(1, 64, 128, 128, [64], seed=1, host_born=True)
-    inputs["a"] = cp.empty_like(inputs["a"])  # its own cudaMalloc (no pool): never written
-    gemm(**inputs, expected_m=64, out_dtype="float32")
+    inputs[operand] = cp.empty_like(inputs[operand])  # its own cudaMalloc: never written
+    with kernel_family(family):
+        gemm(**inputs, expected_m=64, out_dtype="float32")
     cp.cuda.runtime.deviceSynchronize()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--canary", action="store_true")
-    parser.add_argument("--unwritten-canary", action="store_true")
+    parser.add_argument("--unwritten-canary", nargs=2, metavar=("FAMILY", "OPERAND"))
+    parser.add_argument("--families", action="store_true")
     args = parser.parse_args()
     import cupy as cp
 
@@ -188,8 +191,14 @@ def main() -> int:
     if args.canary:
         canary()
         return 0
+    if args.families:
+        from cugroupgemm.device import device_info
+        from cugroupgemm.testing import runnable_families
+
+        print(" ".join(runnable_families(device_info(0))))
+        return 0
     if args.unwritten_canary:
-        unwritten_canary()
+        unwritten_canary(*args.unwritten_canary)
         return 0
     failures = 0
     for cases in (quantizer_cases(), gemm_cases()):

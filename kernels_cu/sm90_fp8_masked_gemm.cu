@@ -405,10 +405,11 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
 #pragma unroll
         for (int h = 0; h < SLICES; ++h) issue(part[h], stage, h);
         pass_turn();
-        {
-          const int next = stage + 1 == (pipe + 1) * STAGES ? pipe * STAGES : stage + 1;
-          loaded = sm90::mbar_test(&full[next], next == pipe * STAGES ? phase ^ 1 : phase);
-        }
+        // The ring's next position, worked out once: for the test and the advance.
+        const bool wraps = stage + 1 == (pipe + 1) * STAGES;
+        const int next_stage = wraps ? pipe * STAGES : stage + 1;
+        const u32 next_phase = wraps ? phase ^ 1 : phase;
+        loaded = sm90::mbar_test(&full[next_stage], next_phase);
         // The scales (rows row_in_tile and + 8) are read while the tensor core runs,
         // before the stage is handed back.
         const float* slot = scales + stage * SLOT_FLOATS;
@@ -427,10 +428,8 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
           for (int h = 1; h < SLICES; ++h) block += part[h][i];
           acc[i] += block * ((i & 2) ? scale1 : scale0);
         }
-        if (++stage == (pipe + 1) * STAGES) {
-          stage = pipe * STAGES;
-          phase ^= 1;
-        }
+        stage = next_stage;
+        phase = next_phase;
       }
 
       // Epilogue straight from registers: rows below rows_valid, columns below n (a

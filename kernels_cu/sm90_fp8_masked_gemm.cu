@@ -368,14 +368,21 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
 #pragma unroll
       for (int i = 0; i < PART; ++i) acc[i] = 0.0f;
 
+      // Keeps the compiler's accesses to the slices' results on their side of a wgmma
+      // fence or wait.
+      auto fence_parts = [&] {
+#pragma unroll
+        for (int h = 0; h < SLICES; ++h) {
+#pragma unroll
+          for (int i = 0; i < PART; ++i) sm90::fence_operand(part[h][i]);
+        }
+      };
+
       // The wgmma of one slice (of the k block in ring stage s) into d, the first
-      // instruction overwriting d; one commit group.
+      // instruction overwriting d; one commit group. The caller fences the registers.
       auto issue = [&](float(&d)[PART], int s, int slice) {
         const u32 desc_a = sm90::smem_desc_lo(a_base + s * L::A_TILE);
         const u32 desc_b = sm90::smem_desc_lo(b_half + s * L::B_TILE);
-#pragma unroll
-        for (int i = 0; i < PART; ++i) sm90::fence_operand(d[i]);
-        sm90::wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < STEPS_PER_SLICE; ++ks) {
           // +32 bytes of k per step inside the swizzle atom: +2 in the address field.
@@ -392,24 +399,24 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
       for (int kb = 0; kb < k_blocks; ++kb) {
         if (!loaded) sm90::mbar_wait(&full[stage], phase);
         wait_turn();
+        // One fence for the k block: nothing writes a register between its slices.
+        fence_parts();
+        sm90::wgmma_fence();
 #pragma unroll
         for (int h = 0; h < SLICES; ++h) issue(part[h], stage, h);
         pass_turn();
-        {
-          const int next = stage + 1 == (pipe + 1) * STAGES ? pipe * STAGES : stage + 1;
-          loaded = sm90::mbar_test(&full[next], next == pipe * STAGES ? phase ^ 1 : phase);
-        }
+        // The ring's next position, worked out once: for the test and the advance.
+        const bool wraps = stage + 1 == (pipe + 1) * STAGES;
+        const int next_stage = wraps ? pipe * STAGES : stage + 1;
+        const u32 next_phase = wraps ? phase ^ 1 : phase;
+        loaded = sm90::mbar_test(&full[next_stage], next_phase);
         // The scales (rows row_in_tile and + 8) are read while the tensor core runs,
         // before the stage is handed back.
         const float* slot = scales + stage * SLOT_FLOATS;
         const float scale0 = slot[row_in_tile] * slot[BLOCK_M];
         const float scale1 = slot[row_in_tile + 8] * slot[BLOCK_M];
         sm90::wgmma_wait<0>();
-#pragma unroll
-        for (int h = 0; h < SLICES; ++h) {
-#pragma unroll
-          for (int i = 0; i < PART; ++i) sm90::fence_operand(part[h][i]);
-        }
+        fence_parts();
         release(stage);  // the stage is read
         // The slices are summed in fp32, then scaled once: the same products as a
         // whole-block partial, so an infinite scale still gives +-Inf rather than
@@ -421,10 +428,8 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
           for (int h = 1; h < SLICES; ++h) block += part[h][i];
           acc[i] += block * ((i & 2) ? scale1 : scale0);
         }
-        if (++stage == (pipe + 1) * STAGES) {
-          stage = pipe * STAGES;
-          phase ^= 1;
-        }
+        stage = next_stage;
+        phase = next_phase;
       }
 
       // Epilogue straight from registers: rows below rows_valid, columns below n (a

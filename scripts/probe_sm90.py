@@ -107,15 +107,12 @@ EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replaceme
         (_plain("sm90::mbar_wait(&full[stage], phase);"), "{}"),
         (_plain("release(stage);"), "")],
     "unhooked": [
-        (_plain("sm90::wgmma_wait<0>();\n#pragma unroll\n      for (int h = 0; h < SLICES; ++h) {\n"
-                "#pragma unroll\n        for (int i = 0; i < PART; ++i) sm90::fence_operand(part[h][i]);\n"
-                "      }\n      release(stage);  // the stage is read"), ""),
+        (_plain("sm90::wgmma_wait<0>();\nfence_parts();\nrelease(stage);  // the stage is read"), ""),
         (_plain("float block = part[0][i];"), "float block = acc[i ^ 1];"),
         (_plain("block += part[h][i];\n        acc[i] += block * ((i & 2) ? scale1 : scale0);\n      }"),
          "block += acc[i ^ 2];\n        acc[i] += block * ((i & 2) ? scale1 : scale0);\n      }\n"
          "      sm90::wgmma_wait<0>();\n"
-         "      for (int h = 0; h < SLICES; ++h)\n"
-         "        for (int i = 0; i < PART; ++i) sm90::fence_operand(part[h][i]);\n"
+         "      fence_parts();\n"
          "      release(stage);"),
         # The wgmma results still reach the output (once per tile), or ptxas drops them.
         (_plain("// Epilogue straight from registers"),

@@ -396,7 +396,7 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
       // block's wgmma issue, so that the barrier's latency is off the path from the
       // promotion to the next issue when the loads run ahead.
       bool loaded = false;
-#pragma unroll 2
+#pragma unroll 4
       for (int kb = 0; kb < k_blocks; ++kb) {
         if (!loaded) sm90::mbar_wait(&full[stage], phase);
         wait_turn();

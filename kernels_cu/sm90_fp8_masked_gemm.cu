@@ -396,6 +396,12 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
       // block's wgmma issue, so that the barrier's latency is off the path from the
       // promotion to the next issue when the loads run ahead.
       bool loaded = false;
+      // Unrolled by four: the loop's control, the scales' row address and part of the
+      // ring's bookkeeping are then paid once per four k blocks (195 -> 182 SASS
+      // instructions per k block, 1-2.5 % faster: docs/performance.md, log item 50). The
+      // pair kernels take two, where four spills.
+      constexpr int K_UNROLL = CLUSTER == 1 ? 4 : 2;
+#pragma unroll K_UNROLL
       for (int kb = 0; kb < k_blocks; ++kb) {
         if (!loaded) sm90::mbar_wait(&full[stage], phase);
         wait_turn();

@@ -30,8 +30,9 @@ VARIANTS, comma-separated: base (no edit) and
                   (ns) when it took the tile, ended its k loop and ended its epilogue, and
                   prints them 3 ms after its first tile (the grid done) with its CTA,
                   pipeline, warpgroup, group, n0 and 4 m0 + half (with --once: item 43).
-                  Its printf makes ptxas serialise every wgmma (C7510): read where the
-                  time goes, not rates
+                  Its printf makes ptxas serialise every wgmma (C7510), and its k loops
+                  are not unrolled (unrolled, it spills): read where the time goes, not
+                  rates
   tile_pairs      the scheduler before log item 21: tile t on pipeline t % 2 of CTA
                   (t / 2) % grid (an A/B of item 21's rounds; not with turns, whose last
                   hand-overs assume rounds: it could hang)
@@ -154,6 +155,8 @@ EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replaceme
          "probe_clock[i][1], probe_clock[i][2]);\n"
          'if (probe_tiles > PROBE_TILES) printf("timeline-overflow %d\\n", probe_tiles);\n}\n'
          "if (turn == 0) wait_turn();"),
+        # Its k loops not unrolled: unrolled, the recording spills (log item 50).
+        (_plain("constexpr int K_UNROLL = CLUSTER == 1 ? 4 : 2;"), "constexpr int K_UNROLL = 1;"),
     ],
     "tile_pairs": [(SCHEDULER, _plain("next(unit + static_cast<i64>(pipe) * units),"),
                     "next(static_cast<i64>(unit) * pipes + pipe),")],

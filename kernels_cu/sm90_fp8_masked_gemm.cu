@@ -207,7 +207,7 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
     if constexpr (NUM_CONSUMER_WG > 1) sm90::regs_dealloc<PRODUCER_REGS>();
     // Warps 2q and 2q + 1 feed pipeline q: its ring is stages q * STAGES onwards.
     const int pipe = warp / 2;
-    if (pipe >= PIPES || (warp % 2 == 0 && lane != 0)) return;
+    if (pipe >= PIPES) return;
     // Each role divides k itself: held across the role split, the quotient spilled in the
     // producer's 56 registers.
     const int k_blocks = p.k / BLOCK_K;
@@ -217,6 +217,9 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
     u32 phase = 0;
     auto ring = ticket_ring_of(pipe);
     if (warp % 2 == 0) {  // one thread: the operand tiles (and DYNAMIC's claims)
+      // Only here: a lane-dependent exit before the split would make ptxas treat the
+      // scale warp's loop as divergent too (vector registers, a loop around its arrival).
+      if (lane != 0) return;
       sm90::tma_prefetch_descriptor(&tma_a);
       sm90::tma_prefetch_descriptor(&tma_b);
       const TicketCounter counter{tile_counter, scheduler.step};

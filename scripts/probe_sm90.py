@@ -104,7 +104,7 @@ EDITS = {  # name: [(regex, replacement)] on SOURCE, or [(file, regex, replaceme
     "no_wgmma": [(_plain("for (int h = 0; h < SLICES; ++h) issue(part[h], stage, h);"), ""),
                  (_plain("sm90::wgmma_wait<0>();"), "")],
     "no_barriers": [
-        (_plain("if (pipe >= PIPES || (warp % 2 == 0 && lane != 0)) return;"), "return;"),
+        (_plain("if (pipe >= PIPES) return;"), "return;"),
         (_plain("sm90::mbar_wait(&full[stage], phase);"), "{}"),
         (_plain("release(stage);"), "")],
     "unhooked": [

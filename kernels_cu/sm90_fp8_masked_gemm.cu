@@ -400,8 +400,8 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
       // promotion to the next issue when the loads run ahead.
       bool loaded = false;
       // Unrolled by four: the loop's control, the scales' row address and part of the
-      // ring's bookkeeping are then paid once per four k blocks (195 -> 182 SASS
-      // instructions per k block, 1-2.5 % faster: docs/performance.md, log item 50). The
+      // ring's bookkeeping are then paid once per four k blocks (13 SASS instructions
+      // fewer per k block, 1-2.5 % faster: docs/performance.md, log item 50). The
       // pair kernels take two, where four spills.
       constexpr int K_UNROLL = CLUSTER == 1 ? 4 : 2;
 #pragma unroll K_UNROLL

@@ -329,6 +329,13 @@ def test_instances_compile_without_spills_or_ignored_register_hints(spec):
     assert all(qgmma == 4 * waits for qgmma, waits in shape), shape
     unroll = 2 if "_pair<" in spec.expression else 4
     assert max(qgmma for qgmma, _ in shape) == 4 * unroll, shape
+    # The scale warp's k loop is uniform: its ring in uniform registers, no loop over
+    # lanes around its arrival, the shared window's base not read again (a lane-dependent
+    # exit before the role split cost it 8 of 56 instructions per k block, log item 50 d).
+    scale_loops = kernel_report.inner_loops(check.sass, "LDGSTS")
+    assert scale_loops and all(
+        not any(op in line for line in loop for op in ("R2UR", "S2R")) and len(loop) > 20
+        for loop in scale_loops), [(len(loop)) for loop in scale_loops]
     claimed = "_claimed<" in spec.expression
     flags = spec.expression[:-1].split(", ")[7:]  # [turns, split_tail] or _claimed's [split_tail]
     if flags[-1:] == ["true"] and (claimed or len(flags) == 2):  # split_tail

@@ -101,6 +101,15 @@ __device__ __forceinline__ void transpose_quad(u32 (&x)[4], int quad_lane) {
   x[3] = odd ? x[3] : high;
 }
 
+// One step along pipeline `pipe`'s ring, its stages pipe * STAGES onwards: the next
+// stage, and the phase flipped where the ring wraps.
+template <int STAGES>
+__device__ __forceinline__ void ring_step(int pipe, int& stage, u32& phase) {
+  const bool wraps = stage + 1 == (pipe + 1) * STAGES;
+  phase = wraps ? phase ^ 1 : phase;
+  stage = wraps ? pipe * STAGES : stage + 1;
+}
+
 // The next tile of a role that reads its pipeline's tickets (the scale warp, the
 // consumers): the static walk's, or with DYNAMIC the one the pipeline's claimer published.
 template <bool DYNAMIC, class Scheduler, class Ring>
@@ -247,10 +256,7 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
                                         kb * BLOCK_K, tile.n0 + rank * SHARE, tile.group,
                                         (1u << CLUSTER) - 1);
           }
-          if (++stage == (pipe + 1) * STAGES) {
-            stage = pipe * STAGES;
-            phase ^= 1;
-          }
+          ring_step<STAGES>(pipe, stage, phase);
         }
         // Claimed once this tile's loads are issued: the consumers are then a ring of
         // stages behind, time enough for the atomic's round trip.
@@ -277,10 +283,7 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
           }
           if (lane == 0) sm90::cp_async_4(slot + BLOCK_M, b_col + kb * p.bs_stride_k);
           sm90::cp_async_mbar_arrive_noinc(&full[stage]);
-          if (++stage == (pipe + 1) * STAGES) {
-            stage = pipe * STAGES;
-            phase ^= 1;
-          }
+          ring_step<STAGES>(pipe, stage, phase);
         }
       }
       sm90::cp_async_wait_all();
@@ -348,10 +351,7 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
         wait_turn();
         pass_turn();
         release(stage);
-        if (++stage == (pipe + 1) * STAGES) {
-          stage = pipe * STAGES;
-          phase ^= 1;
-        }
+        ring_step<STAGES>(pipe, stage, phase);
       }
       continue;
     }
@@ -415,9 +415,9 @@ __device__ __forceinline__ void masked_gemm(const MaskedGemmParams& p, const Tma
         for (int h = 0; h < SLICES; ++h) issue(part[h], stage, h);
         pass_turn();
         // The ring's next position, worked out once: for the test and the advance.
-        const bool wraps = stage + 1 == (pipe + 1) * STAGES;
-        const int next_stage = wraps ? pipe * STAGES : stage + 1;
-        const u32 next_phase = wraps ? phase ^ 1 : phase;
+        int next_stage = stage;
+        u32 next_phase = phase;
+        ring_step<STAGES>(pipe, next_stage, next_phase);
         loaded = sm90::mbar_test(&full[next_stage], next_phase);
         // The scales (rows row_in_tile and + 8) are read while the tensor core runs,
         // before the stage is handed back.

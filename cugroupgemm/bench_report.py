@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 from dataclasses import asdict, dataclass, field
 
 from .bench_shapes import Shape, Work
@@ -88,7 +89,9 @@ def versions() -> dict[str, str | None]:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            found[name] = None
+            # Run from a source tree (DeepGEMM as scripts/build_deepgemm.sh builds it) it
+            # has no metadata, but the peers' check has imported it.
+            found[name] = getattr(sys.modules.get(name), "__version__", None)
     return found
 
 

@@ -4,8 +4,10 @@
 # the full benchmark. The device tool brings back few files, so every log goes into one
 # archive: $OUT/logs.tgz (or $1/logs.tgz), beside summary.txt (one line per step).
 #   bash scripts/device_session.sh [OUT_DIR]
-# SESSION_STEPS picks steps (default "check sanitize bench"). Exit status 0 only when
-# every step passed.
+# SESSION_STEPS picks steps (default "check sanitize bench"). The step "deepgemm", put
+# before "bench", builds DeepGEMM from $DEEPGEMM_DIR (default third_party/DeepGEMM;
+# scripts/build_deepgemm.sh) and puts it on the path, so the benchmark times it as a peer in the same run. Exit
+# status 0 only when every step passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-./device-logs}}
@@ -13,6 +15,7 @@ mkdir -p "$OUT_DIR"
 LOGS=$(mktemp -d)
 SUMMARY="$OUT_DIR/summary.txt"
 PY=${PYTHON:-python3}
+DEEPGEMM_DIR=${DEEPGEMM_DIR:-$PWD/third_party/DeepGEMM}
 status=0
 
 run_step() {  # name, then the command; its output goes to LOGS/<name>.txt
@@ -25,6 +28,7 @@ run_step() {  # name, then the command; its output goes to LOGS/<name>.txt
   # Archived after every step: a call cut off by the device tool's time limit still
   # brings back the logs of the steps that finished.
   archive
+  return "$rc"
 }
 
 archive() {
@@ -37,9 +41,11 @@ for step in ${SESSION_STEPS:-check sanitize bench}; do
   case $step in
     check) run_step check bash scripts/gpu_check.sh "$LOGS/check" ;;
     sanitize) run_step sanitize bash scripts/sanitize.sh "$LOGS/sanitize" ;;
-    bench) run_step bench env PYTHONPATH="$PWD" "$PY" -m cugroupgemm bench \
+    deepgemm) run_step deepgemm bash scripts/build_deepgemm.sh "$DEEPGEMM_DIR" \
+                && export PYTHONPATH="$DEEPGEMM_DIR${PYTHONPATH:+:$PYTHONPATH}" ;;
+    bench) run_step bench env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m cugroupgemm bench \
              --json "$LOGS/bench.json" ;;
-    *) echo "unknown step '$step' (check, sanitize, bench)" | tee -a "$SUMMARY"; status=1 ;;
+    *) echo "unknown step '$step' (check, sanitize, deepgemm, bench)" | tee -a "$SUMMARY"; status=1 ;;
   esac
 done
 archive

@@ -2,6 +2,7 @@
 
 import json
 import sys
+import types
 
 import pytest
 
@@ -110,3 +111,9 @@ def test_versions_name_the_toolchain_without_importing_frameworks():
     found = bench_report.versions()
     assert found["cugroupgemm"] and found["cupy"] and found["nvrtc"]
     assert set(bench_report.OPTIONAL_PACKAGES) <= set(found)
+
+
+def test_a_peer_run_from_its_source_tree_reports_its_module_version(monkeypatch):
+    # No installed metadata (a source tree on PYTHONPATH), but imported by the peers' check.
+    monkeypatch.setitem(sys.modules, "deep_gemm", types.SimpleNamespace(__version__="9.8.7"))
+    assert bench_report.versions()["deep_gemm"] == "9.8.7"

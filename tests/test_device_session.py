@@ -17,3 +17,11 @@ def test_a_failed_step_is_summarised_archived_and_fails_the_session(tmp_path):
     assert "unknown step 'no_such_step'" in summary
     with tarfile.open(tmp_path / "logs.tgz") as archive:
         assert "./summary.txt" in archive.getnames()
+
+
+def test_a_deepgemm_tree_that_is_not_there_fails_its_step(tmp_path):
+    done = subprocess.run(["bash", str(SCRIPT), str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "SESSION_STEPS": "deepgemm",
+                               "DEEPGEMM_DIR": str(tmp_path / "no_such_tree")}, timeout=60)
+    assert done.returncode == 1
+    assert "deepgemm: exit 1" in (tmp_path / "summary.txt").read_text()

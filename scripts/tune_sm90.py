@@ -1,6 +1,7 @@
-"""Time sm90 tile configs on the benchmark's shapes, and measure accuracy per promote_k.
+"""Time sm90 tile configs on the benchmark's shapes, or measure accuracy per promote_k.
 
-    python scripts/tune_sm90.py [--quick] [--accuracy] [--once]
+    python scripts/tune_sm90.py [--quick] [--once]
+    python scripts/tune_sm90.py --accuracy   (and DeepGEMM's, where it is importable)
 
 --once launches each (shape, config) once with no timing, for a profiler:
     ncu --clock-control none --kernel-name regex:sm90_fp8 --section SpeedOfLight \
@@ -93,24 +94,42 @@ def tune(shapes, info):
 
 
 def accuracy(info):
+    """Error against the float64 reference per promote_k (fp32 out), then in bf16 out our
+    default beside DeepGEMM's masked GEMM where it is importable (it writes bf16 only)."""
     import cupy as cp
+    import numpy as np
 
-    from cugroupgemm import batch_deepgemm_fp8_nt_groupwise
+    from cugroupgemm import batch_deepgemm_fp8_nt_groupwise, bench_peers
     from cugroupgemm.testing import make_gemm_inputs, reference_gpu
 
     groups, m, n, k = 8, 1024, 4096, 7168
     inputs = make_gemm_inputs(groups, m, n, k, [m] * groups, seed=1)
     ref = reference_gpu(**inputs)
-    for candidate in [(128, 128, 128, 1), (128, 128, 64, 1), (64, 128, 64, 2),
-                      (64, 128, 128, 2)]:
-        with forced(config_of(candidate, info)):
-            out = batch_deepgemm_fp8_nt_groupwise(**inputs, expected_m=m, out_dtype="float32")
+
+    def report(label, out):
         err = out.astype(cp.float64) - ref
         excess = float((cp.abs(err) - 3e-2 * (1 + cp.abs(ref))).max())
         bias = float((err * cp.sign(ref)).mean())
-        print(f"accuracy G{groups} m{m} n{n} k{k} {str(candidate):26s} std(err) "
+        print(f"accuracy G{groups} m{m} n{n} k{k} {label:26s} std(err) "
               f"{float(err.std()):.2e} max|err| {float(cp.abs(err).max()):.3e} "
               f"max excess over 3e-2(1+|ref|) {excess:+.3e} bias toward 0 {bias:+.2e}", flush=True)
+
+    for candidate in [(128, 128, 128, 1), (128, 128, 64, 1), (64, 128, 64, 2),
+                      (64, 128, 128, 2)]:
+        with forced(config_of(candidate, info)):
+            report(str(candidate), batch_deepgemm_fp8_nt_groupwise(
+                **inputs, expected_m=m, out_dtype="float32"))
+    report("default, bf16 out", batch_deepgemm_fp8_nt_groupwise(**inputs, expected_m=m))
+    missing = bench_peers.find_peers(["deepgemm"])["deepgemm"]
+    if missing:
+        print(f"accuracy: DeepGEMM skipped ({missing})")
+        return
+    peer = next(peer for peer in bench_peers.PEERS if peer.name == "deepgemm")
+    shape = bench_shapes.Shape("accuracy", groups, m, n, k, m)
+    prepared = peer.prepare(bench_peers.Case(shape, cp.asnumpy(inputs["masked_m"]), [inputs]))
+    prepared.call(0)
+    report("DeepGEMM, bf16 out", cp.asarray(np.stack([prepared.valid_rows(g)
+                                                      for g in range(groups)])))
 
 
 def main():
@@ -128,6 +147,7 @@ def main():
         return
     if args.accuracy:
         accuracy(info)
+        return
     tune(shapes, info)
 
 

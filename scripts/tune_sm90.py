@@ -1,7 +1,7 @@
 """Time sm90 tile configs on the benchmark's shapes, or measure accuracy per promote_k.
 
     python scripts/tune_sm90.py [--quick] [--once]
-    python scripts/tune_sm90.py --accuracy   (and DeepGEMM's, where it is importable)
+    python scripts/tune_sm90.py --accuracy   (and the FP8 peers', where they can run)
 
 --once launches each (shape, config) once with no timing, for a profiler:
     ncu --clock-control none --kernel-name regex:sm90_fp8 --section SpeedOfLight \
@@ -95,7 +95,7 @@ def tune(shapes, info):
 
 def accuracy(info):
     """Error against the float64 reference per promote_k (fp32 out), then in bf16 out our
-    default beside DeepGEMM's masked GEMM where it is importable (it writes bf16 only)."""
+    default beside the FP8 peers that can run here (DeepGEMM writes bf16 only)."""
     import cupy as cp
     import numpy as np
 
@@ -120,16 +120,16 @@ def accuracy(info):
             report(str(candidate), batch_deepgemm_fp8_nt_groupwise(
                 **inputs, expected_m=m, out_dtype="float32"))
     report("default, bf16 out", batch_deepgemm_fp8_nt_groupwise(**inputs, expected_m=m))
-    missing = bench_peers.find_peers(["deepgemm"])["deepgemm"]
-    if missing:
-        print(f"accuracy: DeepGEMM skipped ({missing})")
-        return
-    peer = next(peer for peer in bench_peers.PEERS if peer.name == "deepgemm")
     shape = bench_shapes.Shape("accuracy", groups, m, n, k, m)
-    prepared = peer.prepare(bench_peers.Case(shape, cp.asnumpy(inputs["masked_m"]), [inputs]))
-    prepared.call(0)
-    report("DeepGEMM, bf16 out", cp.asarray(np.stack([prepared.valid_rows(g)
-                                                      for g in range(groups)])))
+    case = bench_peers.Case(shape, cp.asnumpy(inputs["masked_m"]), [inputs])
+    for name, missing in bench_peers.find_peers(["deepgemm", "cublas-looped"]).items():
+        if missing:
+            print(f"accuracy: {name} skipped ({missing})")
+            continue
+        prepared = next(peer for peer in bench_peers.PEERS if peer.name == name).prepare(case)
+        prepared.call(0)
+        report(f"{name}, bf16 out", cp.asarray(np.stack([prepared.valid_rows(g)
+                                                         for g in range(groups)])))
 
 
 def main():

@@ -6,8 +6,8 @@
 #   bash scripts/device_session.sh [OUT_DIR]
 # SESSION_STEPS picks steps (default "check sanitize bench"). The step "deepgemm", put
 # before "bench", builds DeepGEMM from $DEEPGEMM_DIR (default third_party/DeepGEMM;
-# scripts/build_deepgemm.sh) and puts it on the path, so the benchmark times it as a peer in the same run. Exit
-# status 0 only when every step passed.
+# scripts/build_deepgemm.sh) and puts it on the path, so that the benchmark times it as
+# a peer in the same run. Exit status 0 only when every step passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${1:-${OUT:-./device-logs}}

@@ -3,6 +3,7 @@
 import json
 import sys
 import types
+from importlib import metadata
 
 import pytest
 
@@ -115,5 +116,13 @@ def test_versions_name_the_toolchain_without_importing_frameworks():
 
 def test_a_peer_run_from_its_source_tree_reports_its_module_version(monkeypatch):
     # No installed metadata (a source tree on PYTHONPATH), but imported by the peers' check.
+    installed = metadata.version
+
+    def version(name):
+        if name == "deep_gemm":
+            raise metadata.PackageNotFoundError(name)
+        return installed(name)
+
+    monkeypatch.setattr(metadata, "version", version)
     monkeypatch.setitem(sys.modules, "deep_gemm", types.SimpleNamespace(__version__="9.8.7"))
     assert bench_report.versions()["deep_gemm"] == "9.8.7"

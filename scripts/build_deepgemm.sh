@@ -5,10 +5,11 @@
 #   bash scripts/build_deepgemm.sh [DEEPGEMM_DIR]      (default: third_party/DeepGEMM,
 #                                                       which .gitignore ignores)
 #   export PYTHONPATH=DEEPGEMM_DIR:$PYTHONPATH
-# The tree is DeepGEMM with its submodules third-party/cutlass and third-party/fmt:
-#   git clone --recursive https://github.com/deepseek-ai/DeepGEMM third_party/DeepGEMM
-# (measured in docs/performance.md: commit 54e2261, CUTLASS f3fde58, fmt 553ec11, the
-# commit shared/PEERS.md timed on the H100). Needs torch, nvcc and about 90 s on the H200
+# The tree is DeepGEMM with its submodules third-party/cutlass and third-party/fmt, the
+# layout `git clone --recursive https://github.com/deepseek-ai/DeepGEMM` gives (measured
+# in docs/performance.md: commit 54e2261, CUTLASS f3fde58, fmt 553ec11, the commit
+# shared/PEERS.md timed on the H100; for that run assembled from mirrors at those commits,
+# the clone itself not tried). Needs torch, nvcc and about 90 s on the H200
 # machine; DeepGEMM then compiles each shape's kernel on its first call (about 10 s each).
 set -euo pipefail
 DIR=$(realpath "${1:-third_party/DeepGEMM}")

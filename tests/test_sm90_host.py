@@ -335,7 +335,7 @@ def test_instances_compile_without_spills_or_ignored_register_hints(spec):
     scale_loops = kernel_report.inner_loops(check.sass, "LDGSTS")
     assert scale_loops and all(
         not any(op in line for line in loop for op in ("R2UR", "S2R")) and len(loop) > 20
-        for loop in scale_loops), [(len(loop)) for loop in scale_loops]
+        for loop in scale_loops), [len(loop) for loop in scale_loops]
     claimed = "_claimed<" in spec.expression
     flags = spec.expression[:-1].split(", ")[7:]  # [turns, split_tail] or _claimed's [split_tail]
     if flags[-1:] == ["true"] and (claimed or len(flags) == 2):  # split_tail
